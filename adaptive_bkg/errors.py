@@ -1,0 +1,12 @@
+"""User-facing errors.
+
+Anything a user can cause (bad config, unknown skim, corrupt file, wrong checkpoint) raises
+`UserError` with a one-line message naming the problem and, where possible, the fix. The CLI
+prints that line and exits 2; a traceback means a bug in adaptive-bkg, not in the input.
+"""
+
+
+class UserError(Exception):
+    """An error in the user's input, reported as one line and exit status 2."""
+
+    exit_code = 2
