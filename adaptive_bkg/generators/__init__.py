@@ -1,0 +1,142 @@
+"""Event sources (Pythia 8 generation, recorded Parquet files) and `generate_to_file`."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from adaptive_bkg import parquet_io
+from adaptive_bkg.config import GeneratorConfig
+from adaptive_bkg.errors import UserError
+from adaptive_bkg.events import BKG_TYPES, EventWriter
+from adaptive_bkg.generators.pythia import PythiaGenerator, beam_four_momentum
+from adaptive_bkg.generators.recorded import (
+    EventFileInfo,
+    RecordedSource,
+    TypeCount,
+    inspect_event_file,
+)
+from adaptive_bkg.generators.truth import charged_multiplicity
+
+__all__ = [
+    "EventFileInfo",
+    "GenerateSummary",
+    "PythiaGenerator",
+    "RecordedSource",
+    "TypeCount",
+    "beam_four_momentum",
+    "check_output",
+    "generate_to_file",
+    "inspect_event_file",
+]
+
+
+@dataclass(frozen=True)
+class GenerateSummary:
+    """What `generate_to_file` did: per-type counts and multiplicities, and its speed."""
+
+    out: Path
+    n_requested: int
+    n_events: int
+    elapsed_s: float
+    interrupted: bool
+    per_type: tuple[TypeCount, ...]
+
+    @property
+    def events_per_s(self) -> float:
+        return self.n_events / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+class _TypeTally:
+    """Running per-type sums for the summary."""
+
+    def __init__(self) -> None:
+        self.events = np.zeros(len(BKG_TYPES), np.int64)
+        self.particles = np.zeros(len(BKG_TYPES), np.float64)
+        self.charged = np.zeros(len(BKG_TYPES), np.float64)
+
+    def add(self, bkg_type: np.ndarray, n_particles: np.ndarray, n_charged: np.ndarray) -> None:
+        codes = bkg_type.astype(np.int64)
+        self.events += np.bincount(codes, minlength=len(BKG_TYPES))
+        self.particles += np.bincount(codes, weights=n_particles, minlength=len(BKG_TYPES))
+        self.charged += np.bincount(codes, weights=n_charged, minlength=len(BKG_TYPES))
+
+    def rows(self) -> tuple[TypeCount, ...]:
+        return tuple(
+            TypeCount(
+                name,
+                int(self.events[i]),
+                float(self.particles[i] / self.events[i]),
+                float(self.charged[i] / self.events[i]),
+            )
+            for i, name in enumerate(BKG_TYPES)
+            if self.events[i]
+        )
+
+
+def check_output(out: Path, n_events: int, overwrite: bool = False) -> Path:
+    """Fail early, with one line, on a bad event count or an output that cannot be written."""
+    out = Path(out)
+    if n_events <= 0:
+        raise UserError(f"--events must be a positive number of events, got {n_events}")
+    if out.is_dir():
+        raise UserError(f"output {out} is a directory; give a file name such as events.parquet")
+    if out.exists() and not overwrite:
+        raise UserError(f"output {out} exists; remove it, choose another name or pass --force")
+    partial = parquet_io.partial_dir(out)
+    if partial.exists():
+        raise UserError(
+            f"{partial}/ holds shards of an interrupted earlier run; remove it (or read it with "
+            "'adaptive-bkg info') before writing to the same name"
+        )
+    if not out.parent.is_dir():
+        raise UserError(f"cannot write to {out}: folder {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise UserError(f"cannot write to {out}: folder {out.parent} is not writable")
+    return out
+
+
+def generate_to_file(
+    cfg: GeneratorConfig,
+    n_events: int,
+    out: Path,
+    progress: Callable[[int], None] | None = None,
+    worker: int = 0,
+    run: int = 0,
+    overwrite: bool = False,
+) -> GenerateSummary:
+    """Generate `n_events` with Pythia in batches of `cfg.batch_size` and write them to `out`.
+
+    Crash-safe through `EventWriter`; on Ctrl-C the events generated so far are flushed and
+    the summary says `interrupted=True`. `progress(n_done)` is called after every batch.
+    """
+    out = check_output(out, n_events, overwrite)
+    generator = PythiaGenerator(cfg, worker=worker, run=run)
+    tally = _TypeTally()
+    done, interrupted = 0, False
+    start = time.perf_counter()
+    writer = EventWriter(out)
+    with writer:
+        try:
+            while done < n_events:
+                batch = generator.next_batch(min(cfg.batch_size, n_events - done))
+                writer.write_batch(batch)
+                tally.add(batch.bkg_type, batch.n_particles, charged_multiplicity(batch))
+                done += len(batch)
+                if progress is not None:
+                    progress(done)
+        except KeyboardInterrupt:
+            interrupted = True  # the writer's exit flushes and closes: nothing written is lost
+    return GenerateSummary(
+        out=out,
+        n_requested=n_events,
+        n_events=done,
+        elapsed_s=time.perf_counter() - start,
+        interrupted=interrupted,
+        per_type=tally.rows(),
+    )
