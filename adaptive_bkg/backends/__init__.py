@@ -1,0 +1,131 @@
+"""Registry of slow-stage backends (and the import-path loader shared with skims).
+
+A backend is anything with `.skims` and `.simulate(batch) -> SimResult` (see
+`adaptive_bkg.interfaces.SimulationBackend`), built by a factory `(cfg, skims) -> backend`.
+Built-in names: `emulator` (parametric Belle II-like detector + skims, the default),
+`external` (a user command such as a basf2 steering script), `replay` (labels looked up in a
+recorded dataset). A user's own backend loads by import path: `backend.name=my_module:MyBackend`
+where `MyBackend` is a class or factory called as `MyBackend(cfg, skims)`.
+
+Factories import their module lazily, so `import adaptive_bkg.backends` stays cheap and a
+backend's heavy dependencies load only when that backend is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from adaptive_bkg.errors import UserError
+from adaptive_bkg.interfaces import SimulationBackend
+
+if TYPE_CHECKING:
+    from adaptive_bkg.backends.emulator.skims import Skim
+    from adaptive_bkg.config import BackendConfig
+
+BackendFactory = Callable[["BackendConfig", Sequence[str] | None], SimulationBackend]
+
+_REGISTRY: dict[str, BackendFactory] = {}
+
+
+def register_backend(name: str, factory: BackendFactory) -> None:
+    """Make `factory(cfg, skims)` available as `backend.name=<name>` (re-registering replaces)."""
+    if not name or ":" in name:
+        raise ValueError(f"backend name {name!r} must be non-empty and contain no ':'")
+    _REGISTRY[name] = factory
+
+
+def registered_backends() -> tuple[str, ...]:
+    return tuple(sorted(_REGISTRY))
+
+
+def load_object(path: str, what: str) -> Any:
+    """Import `package.module:attribute` (attribute may be dotted); UserError on any failure."""
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise UserError(f"{what} '{path}': an import path must look like my_module:MyClass")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as exc:  # any import-time failure of user code is the user's to fix
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UserError(
+            f"{what} '{path}': cannot import module {module_name} "
+            f"({type(exc).__name__}{': ' + detail if detail else ''})"
+        ) from None
+    for part in attribute.split("."):
+        if not hasattr(obj, part):
+            raise UserError(f"{what} '{path}': module {module_name} has no attribute {attribute}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def make_backend(cfg: BackendConfig, skims: Sequence[str] | None = None) -> SimulationBackend:
+    """Build the backend `cfg.name` for `skims` (None: `cfg.skims`, and None there = all)."""
+    chosen = tuple(skims) if skims is not None else cfg.skims
+    name = cfg.name
+    if ":" in name:
+        try:
+            factory = load_object(name, "backend")
+        except UserError as exc:
+            raise UserError(
+                f"{exc}; registered backends: {', '.join(registered_backends())}"
+            ) from None
+        if not callable(factory):
+            raise UserError(f"backend '{name}' is not a class or factory taking (cfg, skims)")
+    elif name in _REGISTRY:
+        factory = _REGISTRY[name]
+    else:
+        raise UserError(
+            f"unknown backend '{name}' (registered: {', '.join(registered_backends())}; "
+            "or give an import path my_module:MyBackend)"
+        )
+    try:
+        backend = factory(cfg, chosen)
+    except TypeError as exc:
+        if ":" not in name:
+            raise  # a built-in backend: a bug, not bad input
+        raise UserError(f"backend '{name}' cannot be called as {name}(cfg, skims): {exc}") from None
+    if not isinstance(backend, SimulationBackend):
+        raise UserError(
+            f"backend '{name}' built a {type(backend).__name__}, which lacks .skims and "
+            ".simulate(batch); see adaptive_bkg.interfaces.SimulationBackend"
+        )
+    return backend
+
+
+def resolve_skim(name: str) -> Skim:
+    """A skim by registry name (the emulator's `SKIMS`) or by import path `my_module:MySkim`.
+
+    The emulator's `get_skims` owns both forms (an import path must give a `Skim` subclass or
+    instance); this is the one-name convenience for callers outside the emulator.
+    """
+    from adaptive_bkg.backends.emulator.skims import get_skims
+
+    (skim,) = get_skims([name])
+    return skim
+
+
+# ---------------------------------------------------------------------------------------------
+def _emulator(cfg: BackendConfig, skims: Sequence[str] | None) -> SimulationBackend:
+    from adaptive_bkg.backends.emulator import EmulatorBackend
+
+    backend: SimulationBackend = EmulatorBackend(cfg, skims)
+    return backend
+
+
+def _external(cfg: BackendConfig, skims: Sequence[str] | None) -> SimulationBackend:
+    from adaptive_bkg.backends.external import ExternalBackend
+
+    return ExternalBackend(cfg, skims)
+
+
+def _replay(cfg: BackendConfig, skims: Sequence[str] | None) -> SimulationBackend:
+    from adaptive_bkg.backends.replay import ReplayBackend
+
+    return ReplayBackend(cfg, skims)
+
+
+register_backend("emulator", _emulator)
+register_backend("external", _external)
+register_backend("replay", _replay)

@@ -1,0 +1,641 @@
+"""A parametric Belle II-like detector response, vectorised over whole `EventBatch`es.
+
+From the generator-level final state (particles that are the mother of no other particle) it
+makes what reconstruction would hand to a skim:
+
+* charged tracks in the CDC acceptance above a pT threshold, with an efficiency, a pT
+  resolution a·pT (+) b/β, a production-radius limit (displaced daughters need enough CDC
+  layers), straight-line impact parameters d0/z0, a matched ECL deposit and a PID hypothesis
+  drawn from a momentum-dependent confusion matrix;
+* ECL clusters for photons (acceptance with gaps, energy resolution, 50 MeV threshold);
+* V0s (K_S -> pi+ pi-, Lambda -> p pi-) when both daughters are tracks and the decay radius
+  lies in a window.
+
+Pythia leaves K_S, Lambda (tau0 > 10 mm) undecayed and may leave pi0s, so the emulator decays
+them itself (two-body, isotropic, exponential flight) before the detector step.
+
+Randomness is counter-based: every random number is a hash of (backend seed, event id, the
+particle's position in its event, a stream number). The same event therefore gets the same
+response whatever batch it is simulated in, which is what a re-simulation after a crash needs.
+All sums over an event's objects go through `np.bincount`, which adds in input order, so even
+the floating-point rounding does not depend on the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from adaptive_bkg.backends.emulator.conditions import (
+    MU,
+    PI,
+    SPECIES_MASS_GEV,
+    DetectorParams,
+    E,
+    K,
+    P,
+)
+from adaptive_bkg.events import EventBatch
+
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
+U64 = NDArray[np.uint64]
+Bool = NDArray[np.bool_]
+
+MASS = np.asarray(SPECIES_MASS_GEV)
+M_KS, M_LAMBDA, M_PI0, M_NEUTRON = 0.497611, 1.115683, 0.134977, 0.939565  # PDG
+CTAU_CM = {310: 2.6844, 3122: 7.89}  # PDG c·tau
+BR_KS_PIPI, BR_LAMBDA_PPI = 0.692, 0.639  # PDG; the rest goes to the neutral-pion channel
+
+# Charged long-lived particles -> (species used for the detector response, charge of the
+# positive-pdg particle). Long-lived charged hyperons are treated as pion-like tracks.
+_CHARGED_CODES = np.array([11, 13, 211, 321, 2212, 3112, 3222, 3312, 3334])
+_CHARGED_SPECIES = np.array([E, MU, PI, K, P, PI, PI, PI, PI], dtype=np.int8)
+_CHARGED_SIGN = np.array([-1, -1, 1, 1, 1, -1, 1, -1, -1], dtype=np.int8)
+
+V0_KINDS: tuple[str, ...] = ("K_S0", "Lambda0", "anti-Lambda0")
+KSHORT, LAMBDA, ANTILAMBDA = range(3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Counter-based random numbers (splitmix64 finaliser), vectorised.
+_GOLDEN = 0x9E3779B97F4A7C15
+_MASK64 = (1 << 64) - 1
+
+
+def _mix(x: U64) -> U64:
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _offset(k: int) -> np.uint64:
+    return np.uint64((k * _GOLDEN) & _MASK64)
+
+
+def child_keys(keys: U64, slot: NDArray[np.integer] | int, salt: int = 0) -> U64:
+    """Keys of sub-objects (particle in an event, daughter of a particle, ...)."""
+    slots = np.broadcast_to(np.asarray(slot, dtype=np.uint64), keys.shape)
+    slots = slots + np.uint64(1 + (salt << 20))  # array arithmetic wraps mod 2^64 silently
+    return _mix(keys ^ _mix(slots * np.uint64(_GOLDEN)))
+
+
+def uniform(keys: U64, stream: int) -> F64:
+    """One U(0, 1) number per key for a given stream; never exactly 0 or 1."""
+    bits = _mix(keys + _offset(stream)) >> np.uint64(11)
+    return (bits.astype(np.float64) + 0.5) * (1.0 / (1 << 53))
+
+
+def normal(keys: U64, stream: int) -> F64:
+    """One N(0, 1) number per key (Box–Muller on two streams)."""
+    u1, u2 = uniform(keys, stream), uniform(keys, stream + 10_000)
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
+def event_keys(event_id: U64, seed: int) -> U64:
+    seed_key = _mix(np.asarray([seed & _MASK64], dtype=np.uint64))[0]
+    return _mix(np.asarray(event_id, dtype=np.uint64) ^ seed_key)
+
+
+def poisson(u: F64, mean: float) -> I64:
+    """Inverse-CDF Poisson draws from uniforms (mean is a fixed scalar)."""
+    if mean <= 0:
+        return np.zeros(u.shape, dtype=np.int64)
+    k = np.arange(int(mean + 10 * np.sqrt(mean) + 10))
+    log_pmf = k * np.log(mean) - mean - np.cumsum(np.log(np.maximum(k, 1)))
+    cdf = np.cumsum(np.exp(log_pmf))
+    return np.minimum(np.searchsorted(cdf, u), len(k) - 1).astype(np.int64)
+
+
+# Stream numbers: one per independent random decision.
+(
+    S_TRACK_EFF,
+    S_PT_SMEAR,
+    S_PID,
+    S_D0,
+    S_Z0,
+    S_ECL_TRACK,
+    S_PHOTON_EFF,
+    S_PHOTON_SMEAR,
+    S_DECAY_CHANNEL,
+    S_DECAY_COS,
+    S_DECAY_PHI,
+    S_FLIGHT,
+    S_V0_FIT,
+    S_BKG_COUNT_TRACKS,
+    S_BKG_COUNT_CLUSTERS,
+    S_BKG_A,
+    S_BKG_B,
+    S_BKG_C,
+    S_BKG_D,
+    S_BKG_E,
+    S_ANGLE,
+) = range(1, 22)
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class Tracks:
+    """Reconstructed charged tracks, CSR by event (event i owns offsets[i]:offsets[i+1])."""
+
+    offsets: I64
+    event: I64  # event index in the batch, per track
+    charge: NDArray[np.int8]
+    px: F64  # measured lab momentum (GeV)
+    py: F64
+    pz: F64
+    pid: NDArray[np.int8]  # PID hypothesis, index into conditions.SPECIES
+    d0: F64  # transverse impact parameter (cm)
+    z0: F64  # longitudinal impact parameter (cm)
+    ecl_energy: F64  # energy of the matched ECL cluster (GeV), 0 if none
+    true_species: NDArray[np.int8]  # truth, for tests and studies; -1 for beam background
+
+
+@dataclass(frozen=True, eq=False)
+class Clusters:
+    """Neutral ECL clusters (not matched to a track), CSR by event. Massless 4-vectors."""
+
+    offsets: I64
+    event: I64
+    energy: F64  # measured (GeV)
+    px: F64
+    py: F64
+    pz: F64
+    from_beam_background: Bool
+
+
+@dataclass(frozen=True, eq=False)
+class V0s:
+    """K_S / Lambda candidates from two reconstructed daughter tracks, CSR by event."""
+
+    offsets: I64
+    event: I64
+    kind: NDArray[np.int8]  # index into V0_KINDS
+    mass: F64  # with the kind's daughter mass hypotheses (GeV)
+    px: F64
+    py: F64
+    pz: F64
+    energy: F64
+    flight_radius: F64  # transverse decay radius (cm)
+    track_a: I64  # global indices into Tracks
+    track_b: I64
+
+
+@dataclass(frozen=True, eq=False)
+class RecoEvents:
+    """What reconstruction hands to the skims, for one batch."""
+
+    event_id: U64
+    bkg_type: NDArray[np.int8]
+    tracks: Tracks
+    clusters: Clusters
+    v0s: V0s
+
+    def __len__(self) -> int:
+        return int(self.event_id.shape[0])
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class _Particles:
+    """Internal flat list of final-state particles (generator + emulator decays)."""
+
+    event: I64
+    pdg: NDArray[np.int32]
+    energy: F64
+    px: F64
+    py: F64
+    pz: F64
+    x: F64
+    y: F64
+    z: F64
+    key: U64
+    uid: I64  # global index in the batch of a generator particle; -1 for emulator daughters
+    v0_parent: I64  # uid of the K_S / Lambda this came from, else -1
+
+    def select(self, mask: Bool | I64) -> _Particles:
+        return _Particles(**{f: getattr(self, f)[mask] for f in _PARTICLE_FIELDS})
+
+    @staticmethod
+    def concat(parts: list[_Particles]) -> _Particles:
+        return _Particles(
+            **{f: np.concatenate([getattr(p, f) for p in parts]) for f in _PARTICLE_FIELDS}
+        )
+
+
+_PARTICLE_FIELDS = (
+    "event",
+    "pdg",
+    "energy",
+    "px",
+    "py",
+    "pz",
+    "x",
+    "y",
+    "z",
+    "key",
+    "uid",
+    "v0_parent",
+)
+
+
+def counts_to_offsets(counts: NDArray[np.integer]) -> I64:
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets
+
+
+def _final_state(batch: EventBatch, keys: U64) -> _Particles:
+    n_part = int(batch.offsets[-1])
+    event = batch.particle_event_index
+    start = batch.offsets[:-1][event]
+    local = np.arange(n_part, dtype=np.int64) - start
+    mother = batch.mother.astype(np.int64)
+    valid = (mother >= 0) & (mother < batch.n_particles[event])
+    mother_global = np.where(valid, start + mother, -1)
+    has_daughter = np.zeros(n_part, dtype=np.bool_)
+    has_daughter[mother_global[valid]] = True
+    final = ~has_daughter
+    mother_pdg = np.where(valid, batch.pdg[np.maximum(mother_global, 0)], 0)
+    # Daughters of a K_S / Lambda that the generator decayed itself still make a V0.
+    from_v0 = valid & np.isin(np.abs(mother_pdg), (310, 3122))
+    sel = np.flatnonzero(final)
+    return _Particles(
+        event=event[sel],
+        pdg=batch.pdg[sel],
+        energy=batch.E[sel].astype(np.float64),
+        px=batch.px[sel].astype(np.float64),
+        py=batch.py[sel].astype(np.float64),
+        pz=batch.pz[sel].astype(np.float64),
+        x=batch.x[sel].astype(np.float64),
+        y=batch.y[sel].astype(np.float64),
+        z=batch.z[sel].astype(np.float64),
+        key=child_keys(keys[event[sel]], local[sel]),
+        uid=sel.astype(np.int64),
+        v0_parent=np.where(from_v0, mother_global, -1)[sel],
+    )
+
+
+def _two_body(
+    parent: _Particles,
+    mass: F64,
+    m1: F64,
+    m2: F64,
+    pdg1: NDArray[np.int32],
+    pdg2: NDArray[np.int32],
+    flight_ctau_cm: F64,
+    v0_uid: I64,
+) -> _Particles:
+    """Isotropic two-body decays in the parent rest frame, boosted; exponential flight."""
+    key = parent.key
+    p_mag = np.sqrt(parent.px**2 + parent.py**2 + parent.pz**2)
+    energy = np.sqrt(p_mag**2 + mass**2)
+    flight = p_mag / mass * flight_ctau_cm * -np.log(uniform(key, S_FLIGHT))
+    unit = 1.0 / np.maximum(p_mag, 1e-12)
+    vx = parent.x + flight * parent.px * unit
+    vy = parent.y + flight * parent.py * unit
+    vz = parent.z + flight * parent.pz * unit
+    q = np.sqrt(np.maximum((mass**2 - (m1 + m2) ** 2) * (mass**2 - (m1 - m2) ** 2), 0)) / (2 * mass)
+    cos_t = 2.0 * uniform(key, S_DECAY_COS) - 1.0
+    sin_t = np.sqrt(1.0 - cos_t**2)
+    phi = 2.0 * np.pi * uniform(key, S_DECAY_PHI)
+    qx, qy, qz = q * sin_t * np.cos(phi), q * sin_t * np.sin(phi), q * cos_t
+    bx, by, bz = parent.px / energy, parent.py / energy, parent.pz / energy
+    b2 = np.maximum(bx**2 + by**2 + bz**2, 1e-300)
+    gamma = energy / mass
+    daughters = []
+    for sign, m_d, pdg_d, slot in ((1.0, m1, pdg1, 0), (-1.0, m2, pdg2, 1)):
+        e_rest = np.sqrt(q**2 + m_d**2)
+        bq = sign * (bx * qx + by * qy + bz * qz)
+        coef = (gamma - 1.0) * bq / b2 + gamma * e_rest
+        daughters.append(
+            _Particles(
+                event=parent.event,
+                pdg=pdg_d,
+                energy=gamma * (e_rest + bq),
+                px=sign * qx + coef * bx,
+                py=sign * qy + coef * by,
+                pz=sign * qz + coef * bz,
+                x=vx,
+                y=vy,
+                z=vz,
+                key=child_keys(key, slot, salt=1),
+                uid=np.full(len(key), -1, dtype=np.int64),
+                v0_parent=v0_uid,
+            )
+        )
+    return _Particles.concat(daughters)
+
+
+def _decay_unstable(parts: _Particles) -> _Particles:
+    """Decay the K_S, Lambda and pi0 that the generator left undecayed."""
+    decay = np.isin(np.abs(parts.pdg), (310, 3122, 111))
+    if not decay.any():
+        return parts
+    parent = parts.select(decay)
+    apdg = np.abs(parent.pdg)
+    sign = np.sign(parent.pdg).astype(np.int32)
+    u = uniform(parent.key, S_DECAY_CHANNEL)
+    is_ks, is_lambda = apdg == 310, apdg == 3122
+    charged = np.where(is_ks, u < BR_KS_PIPI, is_lambda & (u < BR_LAMBDA_PPI))
+    m_pi, m_p = MASS[PI], MASS[P]
+    mass = np.select([is_ks, is_lambda], [M_KS, M_LAMBDA], M_PI0)
+    # Daughter 1 / 2: K_S -> pi+ pi- | pi0 pi0;  Lambda -> p pi- | n pi0;  pi0 -> gamma gamma.
+    m1 = np.select(
+        [is_ks & charged, is_ks, is_lambda & charged, is_lambda], [m_pi, M_PI0, m_p, M_NEUTRON], 0.0
+    )
+    m2 = np.select(
+        [is_ks & charged, is_ks, is_lambda & charged, is_lambda], [m_pi, M_PI0, m_pi, M_PI0], 0.0
+    )
+    pdg1 = np.select(
+        [is_ks & charged, is_ks, is_lambda & charged, is_lambda],
+        [211, 111, 2212 * sign, 2112 * sign],
+        22,
+    ).astype(np.int32)
+    pdg2 = np.select(
+        [is_ks & charged, is_ks, is_lambda & charged, is_lambda], [-211, 111, -211 * sign, 111], 22
+    ).astype(np.int32)
+    ctau = np.select([is_ks, is_lambda], [CTAU_CM[310], CTAU_CM[3122]], 0.0)
+    v0_uid = np.where(is_ks | is_lambda, parent.uid, parent.v0_parent)
+    daughters = _two_body(parent, mass, m1, m2, pdg1, pdg2, ctau, v0_uid)
+    return _Particles.concat([parts.select(~decay), daughters])
+
+
+def _in_ranges(theta_deg: F64, ranges: tuple[tuple[float, float], ...]) -> Bool:
+    inside = np.zeros(theta_deg.shape, dtype=np.bool_)
+    for lo, hi in ranges:
+        inside |= (theta_deg >= lo) & (theta_deg <= hi)
+    return inside
+
+
+def _ecl_sigma(energy: F64, params: DetectorParams) -> F64:
+    """Relative ECL resolution a/E (+) b/E^(1/4) (+) c."""
+    e = np.maximum(energy, 1e-3)
+    return np.sqrt(
+        (params.ecl_resolution_a / e) ** 2
+        + (params.ecl_resolution_b / e**0.25) ** 2
+        + params.ecl_resolution_c**2
+    )
+
+
+def _pid_cumulative(params: DetectorParams) -> F64:
+    """[2 momentum bins, 5 true species, 4] cumulative P(hypothesis <= h | species)."""
+    matrix = np.asarray([params.pid_low_p, params.pid_high_p], dtype=np.float64)
+    return np.cumsum(matrix, axis=2)[:, :, :4]
+
+
+def draw_pid(
+    species: NDArray[np.integer], p: F64, keys: U64, params: DetectorParams
+) -> NDArray[np.int8]:
+    """PID hypothesis per track from the configured confusion matrices."""
+    cum = _pid_cumulative(params)[(p >= params.pid_p_split_gev).astype(np.int64), species]
+    u = uniform(keys, S_PID)
+    return (u[:, None] > cum).sum(axis=1).astype(np.int8)
+
+
+def _make_tracks(parts: _Particles, params: DetectorParams) -> dict[str, NDArray[np.generic]]:
+    """Reconstruct the charged particles; track columns plus internal v0_parent, rho, key."""
+    code_pos = np.searchsorted(_CHARGED_CODES, np.abs(parts.pdg))
+    code_pos = np.minimum(code_pos, len(_CHARGED_CODES) - 1)
+    is_charged = _CHARGED_CODES[code_pos] == np.abs(parts.pdg)
+    ch = parts.select(is_charged)
+    code_pos = code_pos[is_charged]
+    species = _CHARGED_SPECIES[code_pos]
+    charge = (_CHARGED_SIGN[code_pos] * np.sign(ch.pdg)).astype(np.int8)
+    pt = np.hypot(ch.px, ch.py)
+    p = np.sqrt(pt**2 + ch.pz**2)
+    theta = np.degrees(np.arctan2(pt, ch.pz))
+    rho = np.hypot(ch.x, ch.y)
+    eff = np.where(
+        pt >= params.track_eff_pt_knee_gev, params.track_eff_high_pt, params.track_eff_low_pt
+    )
+    found = (
+        (theta >= params.cdc_theta_min_deg)
+        & (theta <= params.cdc_theta_max_deg)
+        & (pt >= params.track_pt_min_gev)
+        & (rho <= params.track_max_production_radius_cm)
+        & (np.abs(ch.z) <= params.track_max_production_z_cm)
+        & (uniform(ch.key, S_TRACK_EFF) < eff)
+    )
+    ch = ch.select(found)
+    species, charge, pt, p, theta = species[found], charge[found], pt[found], p[found], theta[found]
+    beta = p / np.sqrt(p**2 + MASS[species] ** 2)
+    sigma = np.hypot(params.pt_resolution_a * pt, params.pt_resolution_b / beta)
+    scale = np.maximum(1.0 + sigma * normal(ch.key, S_PT_SMEAR), 0.05)
+    # Straight-line point of closest approach to the z axis (curvature ignored).
+    d0 = (ch.x * ch.py - ch.y * ch.px) / pt + params.impact_resolution_cm * normal(ch.key, S_D0)
+    z0 = (
+        ch.z
+        - (ch.x * ch.px + ch.y * ch.py) * ch.pz / pt**2
+        + params.impact_resolution_cm * normal(ch.key, S_Z0)
+    )
+    p_meas = p * scale
+    # Direction: Gaussian kicks along two axes perpendicular to p (intrinsic + multiple
+    # scattering ~ 1/(p beta)), then the measured magnitude.
+    sigma_angle = np.hypot(
+        params.angle_resolution_rad, params.angle_scattering_rad_gev / (p * beta)
+    )
+    ux, uy, uz = ch.px / p, ch.py / p, ch.pz / p
+    e1x, e1y = -uy / np.maximum(np.hypot(ux, uy), 1e-12), ux / np.maximum(np.hypot(ux, uy), 1e-12)
+    e2x, e2y, e2z = -uz * e1y, uz * e1x, ux * e1y - uy * e1x  # p_hat x e1
+    k1 = sigma_angle * normal(ch.key, S_ANGLE)
+    k2 = sigma_angle * normal(ch.key, S_ANGLE + 1)
+    dx, dy, dz = ux + k1 * e1x + k2 * e2x, uy + k1 * e1y + k2 * e2y, uz + k2 * e2z
+    norm = p_meas / np.sqrt(dx**2 + dy**2 + dz**2)
+    energy_true = np.sqrt(p**2 + MASS[species] ** 2)
+    reaches_ecl = _in_ranges(theta, params.ecl_theta_ranges_deg) & (
+        pt >= params.ecl_track_pt_min_gev
+    )
+    shower = energy_true * (1.0 + _ecl_sigma(energy_true, params) * normal(ch.key, S_ECL_TRACK))
+    mip = params.mip_energy_gev * (1.0 + 0.3 * normal(ch.key, S_ECL_TRACK))
+    ecl = np.where(reaches_ecl, np.where(species == E, shower, mip), 0.0)
+    columns: dict[str, NDArray[np.generic]] = {
+        "event": ch.event,
+        "charge": charge,
+        "px": dx * norm,
+        "py": dy * norm,
+        "pz": dz * norm,
+        "pid": draw_pid(species, p_meas, ch.key, params),
+        "d0": d0,
+        "z0": z0,
+        "ecl_energy": np.maximum(ecl, 0.0),
+        "true_species": species.astype(np.int8),
+        "v0_parent": ch.v0_parent,
+        "rho": np.hypot(ch.x, ch.y),
+        "key": ch.key,
+    }
+    return columns
+
+
+def _make_photon_clusters(
+    parts: _Particles, params: DetectorParams
+) -> dict[str, NDArray[np.generic]]:
+    ph = parts.select(parts.pdg == 22)
+    p = np.sqrt(ph.px**2 + ph.py**2 + ph.pz**2)
+    theta = np.degrees(np.arctan2(np.hypot(ph.px, ph.py), ph.pz))
+    energy = ph.energy * (1.0 + _ecl_sigma(ph.energy, params) * normal(ph.key, S_PHOTON_SMEAR))
+    seen = (
+        _in_ranges(theta, params.ecl_theta_ranges_deg)
+        & (uniform(ph.key, S_PHOTON_EFF) < params.photon_efficiency)
+        & (energy >= params.cluster_threshold_gev)
+    )
+    scale = energy[seen] / np.maximum(p[seen], 1e-12)
+    return {
+        "event": ph.event[seen],
+        "energy": energy[seen],
+        "px": ph.px[seen] * scale,
+        "py": ph.py[seen] * scale,
+        "pz": ph.pz[seen] * scale,
+        "from_beam_background": np.zeros(int(seen.sum()), dtype=np.bool_),
+    }
+
+
+def _overlay_slots(keys: U64, mean: float, stream: int) -> tuple[I64, U64]:
+    """Per-event Poisson counts of overlay objects -> (event index, key) per object."""
+    counts = poisson(uniform(keys, stream), mean)
+    event = np.repeat(np.arange(len(keys), dtype=np.int64), counts)
+    slot = np.arange(len(event), dtype=np.int64) - np.repeat(counts_to_offsets(counts)[:-1], counts)
+    return event, child_keys(keys[event], slot, salt=stream)
+
+
+def _direction(keys: U64, theta_min: float, theta_max: float) -> tuple[F64, F64, F64]:
+    """Unit vectors uniform in solid angle within a polar range."""
+    c_lo, c_hi = np.cos(np.radians(theta_max)), np.cos(np.radians(theta_min))
+    cos_t = c_lo + (c_hi - c_lo) * uniform(keys, S_BKG_A)
+    sin_t = np.sqrt(1.0 - cos_t**2)
+    phi = 2.0 * np.pi * uniform(keys, S_BKG_B)
+    return sin_t * np.cos(phi), sin_t * np.sin(phi), cos_t
+
+
+def _beam_background(
+    keys: U64, params: DetectorParams
+) -> tuple[dict[str, NDArray[np.generic]], dict[str, NDArray[np.generic]]]:
+    """Overlay of beam-induced tracks and soft clusters (run-dependent MC)."""
+    event, k = _overlay_slots(keys, params.bkg_tracks_mean, S_BKG_COUNT_TRACKS)
+    ux, uy, uz = _direction(k, params.cdc_theta_min_deg, params.cdc_theta_max_deg)
+    pt = 0.1 + 0.5 * uniform(k, S_BKG_C)
+    p = pt / np.hypot(ux, uy)
+    # Beam-induced tracks rarely point back to the IP: wide d0 / z0 (cm)  [emulator choice].
+    tracks: dict[str, NDArray[np.generic]] = {
+        "event": event,
+        "charge": np.where(uniform(k, S_BKG_D) < 0.5, 1, -1).astype(np.int8),
+        "px": p * ux,
+        "py": p * uy,
+        "pz": p * uz,
+        "pid": draw_pid(np.full(len(k), PI), p, k, params),
+        "d0": 1.0 * normal(k, S_BKG_E),
+        "z0": 8.0 * normal(k, S_BKG_E + 1),
+        "ecl_energy": np.zeros(len(k)),
+        "true_species": np.full(len(k), -1, dtype=np.int8),
+        "v0_parent": np.full(len(k), -1, dtype=np.int64),
+        "rho": np.zeros(len(k)),
+        "key": k,
+    }
+    event, k = _overlay_slots(keys, params.bkg_clusters_mean, S_BKG_COUNT_CLUSTERS)
+    lo, hi = params.ecl_theta_ranges_deg[0][0], params.ecl_theta_ranges_deg[-1][1]
+    ux, uy, uz = _direction(k, lo, hi)
+    energy = 0.02 + params.bkg_cluster_energy_gev * -np.log(uniform(k, S_BKG_C))
+    theta = np.degrees(np.arccos(uz))
+    seen = _in_ranges(theta, params.ecl_theta_ranges_deg) & (energy >= params.cluster_threshold_gev)
+    clusters: dict[str, NDArray[np.generic]] = {
+        "event": event[seen],
+        "energy": energy[seen],
+        "px": (energy * ux)[seen],
+        "py": (energy * uy)[seen],
+        "pz": (energy * uz)[seen],
+        "from_beam_background": np.ones(int(seen.sum()), dtype=np.bool_),
+    }
+    return tracks, clusters
+
+
+def _sorted_csr(
+    columns: list[dict[str, NDArray[np.generic]]], n_events: int
+) -> tuple[dict[str, NDArray[np.generic]], I64]:
+    """Concatenate column dicts and stable-sort by event; returns (columns, offsets)."""
+    merged = {name: np.concatenate([c[name] for c in columns]) for name in columns[0]}
+    order = np.argsort(merged["event"], kind="stable")
+    merged = {name: values[order] for name, values in merged.items()}
+    counts = np.bincount(merged["event"].astype(np.int64), minlength=n_events)
+    return merged, counts_to_offsets(counts)
+
+
+def _make_v0s(
+    tracks: Tracks,
+    v0_parent: I64,
+    pdg: NDArray[np.int32],
+    rho: F64,
+    keys: U64,
+    params: DetectorParams,
+) -> V0s:
+    """Pair the two reconstructed daughters of each K_S / Lambda into a V0 candidate."""
+    cand = np.flatnonzero(v0_parent >= 0)
+    order = cand[np.argsort(v0_parent[cand], kind="stable")]
+    parents, first, count = np.unique(v0_parent[order], return_index=True, return_counts=True)
+    pair = count == 2
+    a, b = order[first[pair]], order[first[pair] + 1]
+    kind_pdg = pdg[parents[pair]]
+    flight = rho[a]  # the true decay radius: both daughters start there
+    ok = (
+        (tracks.charge[a] != tracks.charge[b])
+        & (flight >= params.v0_min_radius_cm)
+        & (flight <= params.v0_max_radius_cm)
+        & (uniform(keys[a], S_V0_FIT) < params.v0_fit_efficiency)
+    )
+    a, b, kind_pdg, flight = a[ok], b[ok], kind_pdg[ok], flight[ok]
+    kind = np.select([kind_pdg == 310, kind_pdg == 3122], [KSHORT, LAMBDA], ANTILAMBDA).astype(
+        np.int8
+    )
+    # Lambda: the positive daughter is the proton; anti-Lambda: the negative one.
+    a_is_proton = ((kind == LAMBDA) & (tracks.charge[a] > 0)) | (
+        (kind == ANTILAMBDA) & (tracks.charge[a] < 0)
+    )
+    b_is_proton = (kind != KSHORT) & ~a_is_proton
+    m_a = np.where(a_is_proton, MASS[P], MASS[PI])
+    m_b = np.where(b_is_proton, MASS[P], MASS[PI])
+    px, py, pz = (
+        tracks.px[a] + tracks.px[b],
+        tracks.py[a] + tracks.py[b],
+        tracks.pz[a] + tracks.pz[b],
+    )
+    e_a = np.sqrt(tracks.px[a] ** 2 + tracks.py[a] ** 2 + tracks.pz[a] ** 2 + m_a**2)
+    e_b = np.sqrt(tracks.px[b] ** 2 + tracks.py[b] ** 2 + tracks.pz[b] ** 2 + m_b**2)
+    energy = e_a + e_b
+    mass = np.sqrt(np.maximum(energy**2 - px**2 - py**2 - pz**2, 0.0))
+    event = tracks.event[a]
+    return V0s(
+        offsets=counts_to_offsets(np.bincount(event, minlength=len(tracks.offsets) - 1)),
+        event=event,
+        kind=kind,
+        mass=mass,
+        px=px,
+        py=py,
+        pz=pz,
+        energy=energy,
+        flight_radius=flight,
+        track_a=a,
+        track_b=b,
+    )
+
+
+def simulate_detector(batch: EventBatch, params: DetectorParams, seed: int) -> RecoEvents:
+    """Detector response for a whole batch; deterministic per (seed, event id)."""
+    n = len(batch)
+    keys = event_keys(batch.event_id, seed)
+    parts = _final_state(batch, keys)
+    for _ in range(2):  # K_S -> pi0 pi0 needs a second round for the pi0s
+        parts = _decay_unstable(parts)
+    track_cols = _make_tracks(parts, params)
+    bkg_tracks, bkg_clusters = _beam_background(keys, params)
+    cols, track_offsets = _sorted_csr([track_cols, bkg_tracks], n)
+    v0_parent = np.asarray(cols.pop("v0_parent"), dtype=np.int64)
+    rho = np.asarray(cols.pop("rho"), dtype=np.float64)
+    track_keys = np.asarray(cols.pop("key"), dtype=np.uint64)
+    tracks = Tracks(offsets=track_offsets, **cols)  # type: ignore[arg-type]
+    cols, cluster_offsets = _sorted_csr([_make_photon_clusters(parts, params), bkg_clusters], n)
+    clusters = Clusters(offsets=cluster_offsets, **cols)  # type: ignore[arg-type]
+    v0s = _make_v0s(tracks, v0_parent, batch.pdg, rho, track_keys, params)
+    return RecoEvents(batch.event_id, batch.bkg_type, tracks, clusters, v0s)
