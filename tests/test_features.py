@@ -1,0 +1,218 @@
+"""Model inputs: PDG vocabulary, padding to tensors, feature engineering, bucketing."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from adaptive_bkg.errors import UserError
+from adaptive_bkg.events import BASF2_FEATURE_ORDER, EventBatch, make_event_ids
+from adaptive_bkg.model.features import (
+    N_PAIR_FEATURES,
+    N_PARTICLE_FEATURES,
+    N_RESERVED_IDS,
+    PAD_ID,
+    UNKNOWN_ID,
+    bucket_edges,
+    bucket_indices,
+    bucketed_batches,
+    padding_waste,
+    pair_features,
+    particle_features,
+    pdg_vocab,
+    random_pdg_mask,
+    to_model_inputs,
+)
+from adaptive_bkg.model.synthetic import synthetic_events
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny tensors: a second intra-op thread only adds sync cost (and, on a shared machine,
+    waits for a busy core). Restored afterwards so other test modules keep their setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def hand_event(particles: list[tuple[int, int, float, float, float, float]]) -> EventBatch:
+    """One event from (pdg, mother, E, px, py, pz) rows; vertex at 0 except x = 0.1 * row."""
+    n = len(particles)
+    arr = np.array(particles, dtype=np.float64)
+    f32 = np.float32
+    return EventBatch(
+        event_id=make_event_ids(3, 1, 40, 1),
+        bkg_type=np.array([2], np.int8),
+        seed=np.array([5], np.int64),
+        offsets=np.array([0, n], np.int64),
+        pdg=arr[:, 0].astype(np.int32),
+        mother=arr[:, 1].astype(np.int32),
+        E=arr[:, 2].astype(f32),
+        px=arr[:, 3].astype(f32),
+        py=arr[:, 4].astype(f32),
+        pz=arr[:, 5].astype(f32),
+        x=(0.1 * np.arange(n)).astype(f32),
+        y=np.zeros(n, f32),
+        z=np.zeros(n, f32),
+        t=np.full(n, 2e-3, f32),
+    )
+
+
+def test_vocabulary_distinguishes_antiparticles_and_buckets_unknown_codes() -> None:
+    vocab = pdg_vocab()
+    ids = vocab.ids(np.array([211, -211, 22, 0, 987654321, 300553, 310, 130]))
+    assert ids[0] != ids[1]
+    assert min(ids[0], ids[1], ids[2]) >= N_RESERVED_IDS
+    assert ids[3] == PAD_ID
+    assert ids[4] == UNKNOWN_ID
+    assert ids[5] >= N_RESERVED_IDS
+    assert len(set(ids.tolist())) == len(ids)
+    charges = vocab.charge(np.array([211, -211, 22, 11, -11, 2212, 130, 987654321]))
+    np.testing.assert_array_equal(charges, [1, -1, 0, -1, 1, 1, 0, 0])
+    assert 400 < vocab.size < 1000  # all light hadrons, leptons, photons; not the nuclei
+    assert vocab.version == pdg_vocab().version
+    assert vocab.version.startswith("pdg-")
+
+
+def test_to_model_inputs_pads_with_events_pad_events_layout() -> None:
+    batch = synthetic_events(5, seed=3, mean_particles=10)
+    inputs = to_model_inputs(batch, max_particles=128)
+    counts = batch.n_particles
+    assert inputs.features.shape == (5, int(-(-counts.max() // 8) * 8), 8)
+    assert inputs.mask.sum(1).tolist() == counts.tolist()
+    first = slice(0, int(counts[0]))
+    for k, name in enumerate(BASF2_FEATURE_ORDER):
+        np.testing.assert_array_equal(
+            inputs.features[0, first, k].numpy(), getattr(batch, name)[first]
+        )
+    np.testing.assert_array_equal(inputs.pdg[0, first].numpy(), pdg_vocab().ids(batch.pdg[first]))
+    assert (inputs.pdg[~inputs.mask] == PAD_ID).all()
+    assert (inputs.mother[~inputs.mask] == -1).all()
+    assert inputs.bkg_type.tolist() == batch.bkg_type.tolist()
+    assert inputs.pdg.dtype == torch.int64
+    assert inputs.mother.dtype == torch.int64
+
+
+def test_truncation_beyond_max_particles_drops_dangling_mothers() -> None:
+    batch = synthetic_events(3, seed=4, mean_particles=40, min_particles=30)
+    inputs = to_model_inputs(batch, max_particles=16, multiple_of=1)
+    assert inputs.mask.shape == (3, 16)
+    assert bool(inputs.mask.all())
+    assert int(inputs.mother.max()) < 16
+
+
+@pytest.mark.parametrize("field", ["E", "x", "t"])
+def test_non_finite_input_names_event_and_field(field: str) -> None:
+    batch = synthetic_events(4, seed=5)
+    values = getattr(batch, field).copy()
+    bad_particle = int(batch.offsets[2]) + 1  # second particle of the third event
+    values[bad_particle] = np.inf if field == "t" else np.nan
+    broken = dataclasses.replace(batch, **{field: values})
+    with pytest.raises(
+        UserError, match=rf"event {int(batch.event_id[2])}: particle field '{field}'"
+    ):
+        to_model_inputs(broken, 128)
+
+
+def test_particle_features_values_for_a_hand_built_particle() -> None:
+    # E = 2, p = (1, 0, 1): pT = 1, |p| = sqrt 2, cos theta = 1/sqrt 2, phi = 0; x = 0 here.
+    batch = hand_event([(211, -1, 2.0, 1.0, 0.0, 1.0), (22, 0, 1.0, 0.0, 1.0, 0.0)])
+    inputs = to_model_inputs(batch, multiple_of=1)
+    charge = torch.from_numpy(pdg_vocab().charge_table())[inputs.pdg]
+    feats = particle_features(inputs.features, charge, inputs.mother)[0]
+    assert feats.shape == (2, N_PARTICLE_FEATURES)
+    expected_pion = [math.log(2), 0.0, math.log(math.sqrt(2)), 1 / math.sqrt(2), 0.0, 1.0, 1.0]
+    np.testing.assert_allclose(feats[0, :7].numpy(), expected_pion, atol=1e-6)
+    assert feats[1, 4].item() == pytest.approx(1.0)  # photon along +y: sin phi = 1
+    assert feats[1, 7].item() == pytest.approx(math.log1p(0.1 / 1e-3), rel=1e-6)  # x = 1 mm
+    assert feats[0, 10].item() == pytest.approx(math.log1p(2.0), rel=1e-6)  # t = 2 ps
+    assert feats[:, 11].tolist() == [0.0, 1.0]  # has-mother flag
+
+
+def test_pair_features_match_direct_formulas_and_are_symmetric() -> None:
+    batch = synthetic_events(6, seed=7, mean_particles=20)
+    inputs = to_model_inputs(batch, multiple_of=1)
+    pairs = pair_features(inputs.features, inputs.mother)
+    assert pairs.shape[-1] == N_PAIR_FEATURES
+    torch.testing.assert_close(pairs, pairs.transpose(1, 2), rtol=0, atol=1e-5)
+    raw = inputs.features.double()
+    e, p, v = raw[..., 4], raw[..., 5:8], raw[..., 1:4]
+    m2 = (e[:, :, None] + e[:, None, :]) ** 2 - ((p[:, :, None] + p[:, None, :]) ** 2).sum(-1)
+    cos = torch.nn.functional.cosine_similarity(p[:, :, None], p[:, None, :], dim=-1)
+    dist = (v[:, :, None] - v[:, None, :]).norm(dim=-1)
+    real = (inputs.mask[:, :, None] & inputs.mask[:, None, :]).numpy()
+    # float32 with the Minkowski expansion: absolute error ~1e-6 * E^2, relative tolerance on
+    # ln m^2 of 2e-3 where m^2 > 0.01 GeV^2 (clamped region excluded).
+    big = real & (m2.numpy() > 1e-2)
+    np.testing.assert_allclose(pairs[..., 2].numpy()[big], np.log(m2.numpy()[big]), atol=2e-3)
+    np.testing.assert_allclose(pairs[..., 3].numpy()[real], cos.numpy()[real], atol=1e-5)
+    ref = np.log1p(dist.numpy() / 1e-3)  # coinciding displaced vertices must give exactly 0
+    np.testing.assert_allclose(pairs[..., 4].numpy()[real], ref[real], atol=1e-4)
+    # adjacency: exactly the mother/daughter pairs, both directions
+    b, i = np.nonzero((inputs.mother >= 0).numpy())
+    j = inputs.mother.numpy()[b, i]
+    adjacency = np.zeros(pairs.shape[:3], bool)
+    adjacency[b, i, j] = adjacency[b, j, i] = True
+    np.testing.assert_array_equal(pairs[..., 0].numpy() == 1.0, adjacency)
+
+
+def test_pair_mass_of_back_to_back_photons() -> None:
+    batch = hand_event([(22, -1, 1.0, 0.0, 0.0, 1.0), (22, -1, 1.0, 0.0, 0.0, -1.0)])
+    inputs = to_model_inputs(batch, multiple_of=1)
+    pairs = pair_features(inputs.features, inputs.mother)[0]
+    assert pairs[0, 1, 2].item() == pytest.approx(math.log(4.0), abs=1e-5)  # m = 2 GeV
+    assert pairs[0, 1, 3].item() == pytest.approx(-1.0)
+    assert pairs[0, 0, 2].item() == pytest.approx(math.log(1e-4))  # i = j: (2p)^2 = 0, clamped
+    assert pairs[0, 1, 1].item() == 0.0  # no mothers: not siblings
+
+
+def test_bucket_indices_partition_events_by_multiplicity() -> None:
+    n = np.array([5, 40, 17, 16, 200, 33, 1, 64])
+    edges = [16, 32, 64]
+    groups = bucket_indices(n, edges)
+    np.testing.assert_array_equal(np.sort(np.concatenate(groups)), np.arange(n.size))
+    assert [g.tolist() for g in groups] == [[0, 3, 6], [2], [1, 4, 5, 7]]
+    with pytest.raises(UserError, match="increasing"):
+        bucket_indices(n, [32, 16])
+    assert bucket_edges(50) == [16, 24, 32, 40, 48, 50]
+
+
+def test_bucketed_batches_cover_every_event_once_within_size() -> None:
+    n = synthetic_events(1000, seed=9).n_particles
+    rng = np.random.default_rng(0)
+    batches = bucketed_batches(n, 64, bucket_edges(128), rng)
+    flat = np.concatenate(batches)
+    np.testing.assert_array_equal(np.sort(flat), np.arange(n.size))
+    assert max(b.size for b in batches) <= 64
+    edges = np.array(bucket_edges(128))
+    for b in batches:  # one bucket per batch
+        assert np.unique(np.searchsorted(edges, n[b])).size == 1
+
+
+def test_bucketing_cuts_padding_waste() -> None:
+    n = synthetic_events(4000, seed=10).n_particles  # ~ Normal(45, 15) like generator output
+    plain = padding_waste(n, 256, None)
+    bucketed = padding_waste(n, 256, bucket_edges(128))
+    # measured: plain ~0.51 (particles) / 0.74 (pairs); bucketed ~0.08 / 0.15
+    assert plain.particle_slots > 0.4
+    assert plain.pair_slots > 0.6
+    assert bucketed.particle_slots < 0.12
+    assert bucketed.pair_slots < 0.2
+
+
+def test_random_pdg_mask_hits_real_particles_only_and_every_event() -> None:
+    batch = synthetic_events(200, seed=12, mean_particles=30)
+    inputs = to_model_inputs(batch)
+    chosen = random_pdg_mask(inputs, 0.15, torch.Generator().manual_seed(0))
+    assert not bool((chosen & ~inputs.mask).any())
+    assert bool(chosen.any(dim=1).all())
+    fraction = chosen.sum().item() / inputs.mask.sum().item()
+    assert 0.13 < fraction < 0.18  # 0.15 plus the forced one per event (~1/30), binomial noise
+    with pytest.raises(UserError, match="between 0 and 1"):
+        random_pdg_mask(inputs, 1.5, torch.Generator())
