@@ -73,7 +73,11 @@ def parse_bkg_types(spec: str | Sequence[str]) -> tuple[str, ...]:
 # Event ids: run | worker | counter packed into a uint64, so ids are unique across workers and
 # across resumed runs (a resumed run takes a new run number) without any coordination.
 RUN_BITS, WORKER_BITS, COUNTER_BITS = 20, 12, 32
-MAX_RUN, MAX_WORKER, MAX_COUNTER = (1 << RUN_BITS) - 1, (1 << WORKER_BITS) - 1, (1 << COUNTER_BITS) - 1
+MAX_RUN, MAX_WORKER, MAX_COUNTER = (
+    (1 << RUN_BITS) - 1,
+    (1 << WORKER_BITS) - 1,
+    (1 << COUNTER_BITS) - 1,
+)
 
 
 def make_event_ids(run: int, worker: int, first_counter: int, n: int) -> NDArray[np.uint64]:
@@ -223,7 +227,10 @@ EVENT_SCHEMA = parquet_io.with_kind(
             pa.field("event_id", pa.uint64(), nullable=False),
             pa.field("bkg_type", pa.int8(), nullable=False),
             pa.field("seed", pa.int64(), nullable=False),
-            *[pa.field(name, pa.list_(typ), nullable=False) for name, typ in _PARTICLE_TYPES.items()],
+            *[
+                pa.field(name, pa.list_(typ), nullable=False)
+                for name, typ in _PARTICLE_TYPES.items()
+            ],
         ]
     ),
     EVENTS_KIND,
@@ -274,7 +281,7 @@ def table_to_batch(table: pa.Table) -> EventBatch:
 
 
 class EventWriter(parquet_io.ShardedParquetWriter):
-    """Streams `EventBatch`es to Parquet in row groups of ~10k events; crash-safe (see parquet_io)."""
+    """Streams `EventBatch`es to Parquet in row groups of ~10k events, crash-safe (parquet_io)."""
 
     def __init__(self, path: Path, row_group_size: int = DEFAULT_ROW_GROUP) -> None:
         super().__init__(Path(path), EVENT_SCHEMA, row_group_size=row_group_size)

@@ -17,6 +17,7 @@ import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -33,7 +34,9 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def with_kind(schema: pa.Schema, kind: str, version: int, extra: dict[str, str] | None = None) -> pa.Schema:
+def with_kind(
+    schema: pa.Schema, kind: str, version: int, extra: dict[str, str] | None = None
+) -> pa.Schema:
     meta = {KIND_KEY: kind.encode(), VERSION_KEY: str(version).encode()}
     for key, value in (extra or {}).items():
         meta[f"adaptive_bkg.{key}".encode()] = value.encode()
@@ -86,7 +89,9 @@ def checked_files(path: Path, kind: str, version: int) -> list[tuple[Path, pq.Pa
     return [(p, open_checked(p, kind, version)) for p in _shard_files(Path(path))]
 
 
-def read_table(path: Path, kind: str, version: int, columns: Sequence[str] | None = None) -> pa.Table:
+def read_table(
+    path: Path, kind: str, version: int, columns: Sequence[str] | None = None
+) -> pa.Table:
     tables = []
     for file_path, pf in checked_files(path, kind, version):
         try:
@@ -186,7 +191,7 @@ class ShardedParquetWriter:
         os.replace(tmp, self.path)
         shutil.rmtree(self._shard_dir)
 
-    def __enter__(self) -> ShardedParquetWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
