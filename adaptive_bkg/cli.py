@@ -10,7 +10,7 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -83,6 +83,596 @@ def _root(
 def show_config(config: ConfigOption = None, set_: SetOption = None) -> None:
     """Print the resolved configuration as YAML."""
     sys.stdout.write(resolve_config(config, set_).to_yaml())
+
+
+@app.command("calibrate")
+@user_errors
+def calibrate(
+    timings: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV of measured per-event times: t_slow_s, n_particles, e_visible_gev"
+            "[, n_tracks, n_final]."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="cost config YAML to write.")] = Path(
+        "sims/cost-calibration.yaml"
+    ),
+    events: Annotated[
+        Path | None,
+        typer.Option(
+            "--events",
+            help="events Parquet file: compute the features from it for the table's event_id "
+            "(then the table needs only event_id, t_slow_s).",
+        ),
+    ] = None,
+    feature: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--feature",
+            "-f",
+            help="feature term to fit (repeatable): n_particles, n_final, n_tracks, "
+            "e_visible_gev. Default: all columns present (with --events: n_particles, "
+            "e_visible_gev).",
+        ),
+    ] = None,
+) -> None:
+    """Fit the slow-stage cost model to measured timings (robust least squares)."""
+    from rich.table import Table
+
+    from adaptive_bkg.backends.emulator.cost import CostModel, fit_cost_table, write_cost_file
+    from adaptive_bkg.config import BackendConfig, CostConfig
+
+    fit = fit_cost_table(timings, events=events, features=feature or None)
+    table = Table(title=f"t_slow fit to {fit.n_events} events from {timings}")
+    table.add_column("term")
+    table.add_column("coefficient [s/unit]", justify="right")
+    table.add_column("std. error", justify="right")
+    table.add_row("intercept", f"{fit.intercept_s:.6g}", f"{fit.intercept_err_s:.2g}")
+    for name, value in fit.coefficients.items():
+        table.add_row(name, f"{value:.6g}", f"{fit.errors[name]:.2g}")
+    console.print(table)
+    console.print(
+        f"R² = {fit.r2:.4f} (without outliers); {fit.n_outliers} of {fit.n_events} events are "
+        "outliers (> 5σ, down-weighted by the Huber loss)"
+        + (f"; ignored columns: {', '.join(fit.ignored_columns)}" if fit.ignored_columns else "")
+    )
+    path = write_cost_file(fit, out)
+    model = CostModel.from_config(BackendConfig(cost=CostConfig(file=path)))
+    t_fast, t_nn, t_slow = model.mean_times
+    console.print(
+        f"wrote {path}; on the generic mixture mean t_slow = {t_slow:.4g} s, "
+        f"t_fast = {t_fast:.3g} s, t_NN = {t_nn:.3g} s (use --set backend.cost.file={path})"
+    )
+
+
+@app.command("generate")
+@user_errors
+def generate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write.")],
+    events: Annotated[int, typer.Option("--events", "-n", help="Number of events.")] = 10_000,
+    types: Annotated[
+        str | None,
+        typer.Option("--types", "-t", help="'all' or a comma list, e.g. charged,mixed,ccbar."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Base seed (generator.seed).")] = None,
+    worker: Annotated[int, typer.Option(help="Worker number (part of seeds and ids).")] = 0,
+    run: Annotated[int, typer.Option(help="Run number (part of event ids).")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Generate generic Belle II background with Pythia 8 into a Parquet event file."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.table import Table
+
+    from adaptive_bkg.generators import check_output, generate_to_file
+
+    check_output(out, events, overwrite=force)
+    overrides = list(set_ or [])
+    if types is not None:
+        overrides.append(f"generator.types={types}")
+    if seed is not None:
+        overrides.append(f"generator.seed={seed}")
+    cfg = resolve_config(config, overrides).generator
+    columns = (
+        "{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task("generating", total=events)
+        summary = generate_to_file(
+            cfg,
+            events,
+            out,
+            progress=lambda done: bar.update(task, completed=done),
+            worker=worker,
+            run=run,
+            overwrite=force,
+        )
+    table = Table(title=f"{summary.n_events} events -> {summary.out}")
+    table.add_column("type")
+    table.add_column("events", justify="right")
+    table.add_column("fraction", justify="right")
+    table.add_column("particles/event", justify="right")
+    table.add_column("charged/event", justify="right")
+    for row in summary.per_type:
+        table.add_row(
+            row.name,
+            str(row.n_events),
+            f"{row.n_events / max(summary.n_events, 1):.3f}",
+            f"{row.mean_particles:.1f}",
+            f"{row.mean_charged:.2f}",
+        )
+    table.caption = (
+        f"{summary.elapsed_s:.1f} s, {summary.events_per_s:,.0f} events/s "
+        "(charged = stable e, μ, π, K, p in the final state)"
+    )
+    console.print(table)
+    if summary.interrupted:
+        err_console.print(
+            f"[yellow]interrupted:[/] wrote the {summary.n_events} of {summary.n_requested} "
+            f"events generated so far to {summary.out}"
+        )
+        raise typer.Exit(130)
+
+
+@app.command("info")
+@user_errors
+def info(
+    path: Annotated[Path, typer.Argument(help="Event file (or folder of shards).")],
+) -> None:
+    """Summarise an event file: events per type, multiplicities, schema, row groups."""
+    from rich.table import Table
+
+    from adaptive_bkg.generators import inspect_event_file
+
+    result = inspect_event_file(path)
+    console.print(
+        f"{result.path}: {result.n_events} events, schema version {result.schema_version}, "
+        f"{result.n_row_groups} row groups in {result.n_files} file(s)",
+        highlight=False,
+    )
+    types = Table(title="events per type")
+    for name in ("type", "events", "fraction", "particles/event", "charged/event"):
+        types.add_column(name, justify="left" if name == "type" else "right")
+    for row in result.per_type:
+        types.add_row(
+            row.name,
+            str(row.n_events),
+            f"{row.n_events / max(result.n_events, 1):.3f}",
+            f"{row.mean_particles:.1f}",
+            f"{row.mean_charged:.2f}",
+        )
+    console.print(types)
+    quantiles = Table(title="multiplicity quantiles per event")
+    quantiles.add_column("quantity")
+    for q in result.quantiles:
+        quantiles.add_column(f"q{q:g}", justify="right")
+    quantiles.add_row("charged final state", *[f"{v:g}" for v in result.charged_quantiles])
+    quantiles.add_row("all kept particles", *[f"{v:g}" for v in result.particle_quantiles])
+    console.print(quantiles)
+
+
+@app.command("run")
+@user_errors
+def run(
+    skim: Annotated[str | None, typer.Option("--skim", help="Skim to produce for.")] = None,
+    skims: Annotated[
+        str | None, typer.Option("--skims", help="Several skims, comma-separated.")
+    ] = None,
+    budget: Annotated[
+        str | None,
+        typer.Option("--budget", help="24h, 90m, 30s: emulated compute on the virtual clock."),
+    ] = None,
+    events: Annotated[int | None, typer.Option("--events", help="Events to generate.")] = None,
+    target_neff: Annotated[
+        float | None, typer.Option("--target-neff", help="Stop at this N_eff.")
+    ] = None,
+    policy: Annotated[str | None, typer.Option("--policy", help="Keep policy.")] = None,
+    no_learn: Annotated[
+        bool, typer.Option("--no-learn", help="Keep the pretrained model fixed.")
+    ] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory.")] = None,
+    address: Annotated[
+        str | None, typer.Option("--address", help="Join a Ray cluster: auto or ray://host:port.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No live view.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Produce a filtered, weighted background sample on Ray, learning online (docs/pipeline.md)."""
+    from adaptive_bkg.config import with_overrides
+    from adaptive_bkg.runbook import plan_run, production_overrides, result_lines
+
+    overrides = production_overrides(skim, skims, budget, events, target_neff, policy, out, address)
+    plan = plan_run(with_overrides(resolve_config(config, set_), overrides), learn=not no_learn)
+    from adaptive_bkg.orchestrate import run_pipeline
+
+    result = run_pipeline(plan, show_live=False if quiet else None)
+    for line in result_lines(result):
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
+
+
+@app.command("replay")
+@user_errors
+def replay(
+    data: Annotated[Path, typer.Argument(help="Recorded labelled-events (or events) file.")],
+    skim: Annotated[str | None, typer.Option("--skim", help="Skim to produce for.")] = None,
+    skims: Annotated[
+        str | None, typer.Option("--skims", help="Several skims, comma-separated.")
+    ] = None,
+    budget: Annotated[str | None, typer.Option("--budget", help="Stop at this budget.")] = None,
+    events: Annotated[int | None, typer.Option("--events", help="Events to replay.")] = None,
+    policy: Annotated[str | None, typer.Option("--policy", help="Keep policy.")] = None,
+    no_learn: Annotated[
+        bool, typer.Option("--no-learn", help="Keep the pretrained model fixed.")
+    ] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No live view.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Replay a recorded dataset through the same stages, offline, without Ray."""
+    from adaptive_bkg.config import with_overrides
+    from adaptive_bkg.replay import replay_run
+    from adaptive_bkg.runbook import production_overrides, result_lines
+
+    overrides = production_overrides(skim, skims, budget, events, None, policy, out)
+    cfg = with_overrides(resolve_config(config, set_), overrides)
+    result = replay_run(cfg, data, learn=not no_learn, show_live=False if quiet else None)
+    for line in result_lines(result):
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
+
+
+@app.command("demo")
+@user_errors
+def demo(
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No live view.")] = False,
+    set_: SetOption = None,
+) -> None:
+    """A short production on the held-out skim dstar-d0pi (CPU, emulator, a few minutes)."""
+    from adaptive_bkg.config import with_overrides
+    from adaptive_bkg.orchestrate import run_pipeline
+    from adaptive_bkg.runbook import DEMO_OVERRIDES, plan_run, production_overrides, result_lines
+
+    cfg = with_overrides(
+        resolve_config(None, [*DEMO_OVERRIDES, *(set_ or [])]), production_overrides(out=out)
+    )
+    result = run_pipeline(plan_run(cfg, tag="demo-"), show_live=False if quiet else None)
+    for line in result_lines(result):
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
+
+
+# --- training (owner: training engineer; library code in datasets.py / training.py) ---------
+def _progress_bar(description: str, total: int) -> tuple[Any, Callable[[int], None]]:
+    """A transient rich progress bar on stderr (typed Any: rich is imported lazily here)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    bar = Progress(
+        "{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    )
+    task = bar.add_task(description, total=total)
+    return bar, lambda done: bar.update(task, completed=done)
+
+
+def _split_skims(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [s.strip() for s in value.split(",") if s.strip()]
+    if not names:
+        raise UserError(f"--skims '{value}' names no skim; give a comma list such as tau-generic")
+    return names
+
+
+@app.command("label")
+@user_errors
+def label(
+    out: Annotated[Path, typer.Option("--out", "-o", help="labelled-events Parquet to write.")],
+    events: Annotated[int, typer.Option("--events", "-n", help="Number of events.")] = 10_000,
+    types: Annotated[str, typer.Option("--types", "-t", help="'all' or a comma list.")] = "all",
+    seed: Annotated[int | None, typer.Option("--seed", help="generator.seed")] = None,
+    skims: Annotated[
+        str | None, typer.Option("--skims", help="Comma list of skims; default: all.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Generate events and run them through the backend: a labelled training set."""
+    from rich.table import Table
+
+    from adaptive_bkg.datasets import label_events
+    from adaptive_bkg.generators import check_output
+
+    check_output(out, events, overwrite=force)
+    overrides = [*(set_ or []), f"generator.types={types}"]
+    if seed is not None:
+        overrides.append(f"generator.seed={seed}")
+    cfg = resolve_config(config, overrides)
+    bar, update = _progress_bar("labelling", events)
+    with bar:
+        summary = label_events(
+            cfg.generator, cfg.backend, events, out, _split_skims(skims), progress=update
+        )
+    table = Table(title=f"{summary.n_events} labelled events -> {summary.path}")
+    table.add_column("skim")
+    table.add_column("pass rate", justify="right")
+    table.add_column("passing events", justify="right")
+    for name, rate in zip(summary.skims, summary.pass_rate, strict=True):
+        table.add_row(name, f"{rate:.4f}", str(round(rate * summary.n_events)))
+    table.caption = (
+        f"{summary.wall_s:.1f} s, {summary.n_events / max(summary.wall_s, 1e-9):,.0f} events/s; "
+        f"mean slow-stage cost {summary.mean_cost_slow_s:.3g} s/event"
+    )
+    console.print(table)
+
+
+def _render_training(run: Any) -> None:
+    """Rich table of a `training.TrainRun` (typed Any: training imports torch lazily)."""
+    import math
+
+    from rich.table import Table
+
+    last = run.history.last
+    table = Table(
+        title=f"{run.mode}: {run.n_train} training / {run.n_val} validation events, "
+        f"{last.epoch} epochs, {last.step} steps"
+    )
+    for column in ("skim", "val pass rate", "AUC", "speedup", "oracle", "fraction of oracle"):
+        table.add_column(column, justify="left" if column == "skim" else "right")
+
+    def fmt(value: float, spec: str) -> str:
+        return "n/a" if math.isnan(value) else format(value, spec)
+
+    for skim, v in last.skims.items():
+        table.add_row(
+            skim,
+            fmt(v.eff, ".4f"),
+            fmt(v.auc, ".3f"),
+            fmt(v.speedup, ".2f"),
+            fmt(v.oracle_speedup, ".2f"),
+            fmt(v.fraction_of_oracle, ".2f"),
+        )
+    table.caption = (
+        f"train loss {last.train_loss:.4f}, val loss {last.val_loss:.4f}, {run.wall_s:.0f} s; "
+        f"speedup of the sqrt-optimal policy fitted on the validation q, scored on its labels"
+    )
+    console.print(table)
+    console.print(
+        f"wrote {run.checkpoint}, {run.curve_png}, {run.metrics_json} "
+        f"({run.n_trainable:,} of {run.n_parameters:,} parameters trained)"
+    )
+
+
+def _training_overrides(
+    set_: list[str] | None,
+    epochs: int | None,
+    loss: str | None,
+    seed: int | None,
+    preset: str | None = None,
+) -> list[str]:
+    overrides = list(set_ or [])
+    if epochs is not None:
+        overrides.append(f"learner.epochs={epochs}")
+    if loss is not None:
+        overrides.append(f"learner.loss={loss}")
+    if seed is not None:
+        overrides.append(f"learner.seed={seed}")
+    if preset is not None:
+        overrides.append(f"model.preset={preset}")
+    return overrides
+
+
+EpochsOption = Annotated[int | None, typer.Option("--epochs", help="learner.epochs")]
+LossOption = Annotated[
+    str | None,
+    typer.Option("--loss", help="bce | weighted-bce | focal | speedup | entropeedup"),
+]
+TrainSeedOption = Annotated[int | None, typer.Option("--seed", help="learner.seed")]
+
+
+@app.command("pretrain")
+@user_errors
+def pretrain_command(
+    data: Annotated[Path, typer.Option("--data", help="labelled-events (or events) file.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint to write (.pt).")],
+    skims: Annotated[
+        str | None, typer.Option("--skims", help="Comma list; default: all in --data.")
+    ] = None,
+    self_supervised: Annotated[
+        bool,
+        typer.Option(
+            "--self-supervised", help="Masked-PDG pretraining on unlabelled events (no labels)."
+        ),
+    ] = False,
+    epochs: EpochsOption = None,
+    loss: LossOption = None,
+    seed: TrainSeedOption = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="model.preset")] = None,
+    max_events: Annotated[
+        int | None, typer.Option("--max-events", help="Use only the first N events.")
+    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Pretrain a model: multi-skim on labelled events, or self-supervised on events."""
+    from adaptive_bkg.training import pretrain, pretrain_masked_pdg
+
+    cfg = resolve_config(config, _training_overrides(set_, epochs, loss, seed, preset))
+    if max_events is not None and max_events <= 0:
+        raise UserError(f"--max-events must be positive, got {max_events}")
+    bar, _ = _progress_bar("training", 1)
+
+    def progress(p: Any) -> None:
+        bar.update(
+            0, total=p.events_total, completed=p.events_done,
+            description=f"epoch {p.epoch + 1} loss {p.loss:.4f}",
+        )  # fmt: skip
+
+    with bar:
+        if self_supervised:
+            if skims is not None or loss is not None:
+                raise UserError("--self-supervised uses no labels: drop --skims and --loss")
+            ssl = pretrain_masked_pdg(cfg, data, out, max_events=max_events, progress=progress)
+        else:
+            run = pretrain(cfg, data, out, _split_skims(skims), max_events=max_events,
+                           progress=progress)  # fmt: skip
+    if self_supervised:
+        last = ssl.epochs[-1]
+        console.print(
+            f"masked-PDG pretraining: {ssl.n_train} training / {ssl.n_val} validation events, "
+            f"{last.epoch} epochs; validation masked-token accuracy {last.val_accuracy:.3f} "
+            f"(train {last.train_accuracy:.3f}), loss {last.val_loss:.3f}; {ssl.wall_s:.0f} s"
+        )
+        console.print(f"wrote {ssl.checkpoint}, {ssl.metrics_json}")
+    else:
+        _render_training(run)
+
+
+@app.command("finetune")
+@user_errors
+def finetune_command(
+    skim: Annotated[str, typer.Option("--skim", help="Skim (or comma list) to add heads for.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint to write (.pt).")],
+    source: Annotated[
+        Path | None, typer.Option("--from", help="Checkpoint to start from (not for scratch).")
+    ] = None,
+    events: Annotated[
+        int, typer.Option("--events", "-n", help="Labelled training events.")
+    ] = 10_000,
+    mode: Annotated[str, typer.Option("--mode", help="full | head | scratch")] = "full",
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="labelled-events file; default: generate and label."),
+    ] = None,
+    val_data: Annotated[
+        Path | None, typer.Option("--val-data", help="labelled-events file for validation.")
+    ] = None,
+    val_events: Annotated[
+        int | None, typer.Option("--val-events", help="Validation events (without --val-data).")
+    ] = None,
+    epochs: EpochsOption = None,
+    loss: LossOption = None,
+    seed: TrainSeedOption = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="Refuse a checkpoint of another architecture.")
+    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Fine-tune a checkpoint for new skims (new heads): full, head-only or from scratch."""
+    from adaptive_bkg.training import finetune
+
+    cfg = resolve_config(config, _training_overrides(set_, epochs, loss, seed, preset))
+    skims = _split_skims(skim) or []
+    bar, _ = _progress_bar("preparing", 1)
+
+    def progress(p: Any) -> None:
+        bar.update(
+            0, total=p.events_total, completed=p.events_done,
+            description=f"epoch {p.epoch + 1} loss {p.loss:.4f}",
+        )  # fmt: skip
+
+    def label_progress(done: int) -> None:
+        bar.update(0, total=events, completed=done, description="labelling")
+
+    with bar:
+        run = finetune(
+            cfg, source, skims, mode, events, out, data=data, val_data=val_data,
+            val_events=val_events, expect_preset=preset, progress=progress,
+            label_progress=label_progress,
+        )  # fmt: skip
+    _render_training(run)
+
+
+@app.command("skims")
+@user_errors
+def skims_command(
+    measure: Annotated[
+        bool, typer.Option("--measure", help="Generate events and measure retention.")
+    ] = False,
+    events: Annotated[
+        int, typer.Option("--events", "-n", help="Events per background type (--measure).")
+    ] = 20_000,
+    seed: Annotated[int | None, typer.Option("--seed", help="Generator seed.")] = None,
+    skim: Annotated[
+        list[str] | None, typer.Option("--skim", help="Only these skims (repeatable).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Also write the table as markdown.")
+    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """List the emulator's skims; with --measure, their retention per background type."""
+    from rich.table import Table
+
+    from adaptive_bkg.backends.emulator.skims import HELD_OUT_SKIMS, get_skims
+
+    overrides = list(set_ or [])
+    if seed is not None:
+        overrides.append(f"generator.seed={seed}")
+    cfg = resolve_config(config, overrides)
+    chosen = get_skims(skim or cfg.backend.skims)
+    if not measure:
+        listing = Table(title="emulator skims")
+        for name in ("skim", "approximates", "selection"):
+            listing.add_column(name)
+        for s in chosen:
+            held = " (held out)" if s.name in HELD_OUT_SKIMS else ""
+            listing.add_row(s.name + held, s.approximates, s.description)
+        console.print(listing)
+        return
+    from adaptive_bkg.backends.emulator.retention import measure_retention
+
+    with err_console.status(f"generating and emulating {events} events per type"):
+        result = measure_retention(cfg, events, skim or cfg.backend.skims)
+    table = Table(
+        title=f"retention in %, {events} events per type (conditions {cfg.backend.conditions})"
+    )
+    table.add_column("skim", no_wrap=True)
+    for t in result.types:
+        table.add_column(t, justify="right", no_wrap=True)
+    table.add_column("weighted", justify="right", no_wrap=True)
+    for k, name in enumerate(result.skims):
+        cells = [f"{100 * result.retention[i, k]:.2f}" for i in range(len(result.types))]
+        total = f"{100 * result.weighted[k]:.2f} ± {100 * result.weighted_error[k]:.2f}"
+        table.add_row(name, *cells, total)
+    table.caption = (
+        f"weighted by cross section; emulator {result.emulator_events_per_s:,.0f} events per CPU s"
+    )
+    Console(width=max(console.width, 130)).print(table)  # wide: one column per type
+    if out is not None:
+        out.write_text(result.to_markdown())
+        console.print(f"wrote {out}")
+
+
+@app.command("export-onnx")
+@user_errors
+def export_onnx_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Model checkpoint (.pt).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write.")],
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset version.")] = 17,
+) -> None:
+    """Export a checkpoint to ONNX with basf2-like inputs (see docs/model.md)."""
+    from adaptive_bkg.model.checkpoint import load_checkpoint
+    from adaptive_bkg.model.onnx_export import export_onnx
+
+    loaded = load_checkpoint(checkpoint)
+    path = export_onnx(loaded.model, out, opset=opset)
+    console.print(
+        f"wrote {path}: inputs features[B,N,8] (t,x,y,z,E,px,py,pz), pdg[B,N] (0 = empty), "
+        f"mother[B,N], bkg_type[B] -> logits[B,{len(loaded.skims)}] for {', '.join(loaded.skims)}"
+    )
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """One frozen configuration tree for every command.
 
-Sources, later wins: built-in defaults < `--config FILE` (YAML) < repeated `--set section.key=value`.
+Sources, later wins: built-in defaults < `--config FILE` (YAML) < repeated
+`--set section.key=value`.
 Every field is validated; an unknown key or bad value becomes a one-line `UserError` naming the
 key, the value and what is allowed. Sections are plain frozen pydantic models so that a stage
 receives exactly the section it needs, typed, and nothing else.
@@ -30,7 +31,12 @@ class GeneratorConfig(Section):
     fractions: dict[str, float] | None = Field(
         default=None, description="mixture fractions per type; null = by cross section"
     )
-    seed: int = Field(default=1, ge=1, le=900_000_000 // 4096, description="base seed")
+    seed: int = Field(
+        default=1,
+        ge=1,
+        le=27_464,  # (seed, worker < 4096, type < 8) map one-to-one onto Pythia's 9e8 seeds
+        description="base seed",
+    )
     batch_size: int = Field(default=2000, gt=0, le=1_000_000)
     e_minus_gev: float = Field(default=7.004, gt=0, description="HER energy (basf2 Y4S preset)")
     e_plus_gev: float = Field(default=4.002, gt=0, description="LER energy (basf2 Y4S preset)")
@@ -40,6 +46,11 @@ class GeneratorConfig(Section):
     e_plus_spread_gev: float = Field(default=2.375e-3, ge=0)
     belle2_fragmentation: bool = Field(
         default=True, description="basf2 pythia_belle2.dat continuum fragmentation settings"
+    )
+    tau_decays: Literal["uncorrelated", "isotropic"] = Field(
+        default="uncorrelated",
+        description="Pythia TauDecays:mode 3 (hadronic currents, ~1 ms/event) or 0 (old "
+        "isotropic model, ~20x faster)",
     )
 
     @field_validator("types", mode="before")
@@ -61,7 +72,9 @@ class GeneratorConfig(Section):
             return None
         unknown = sorted(set(value) - set(BKG_TYPES))
         if unknown:
-            raise ValueError(f"unknown background types {unknown} (allowed: {', '.join(BKG_TYPES)})")
+            raise ValueError(
+                f"unknown background types {unknown} (allowed: {', '.join(BKG_TYPES)})"
+            )
         if any(v < 0 for v in value.values()) or sum(value.values()) <= 0:
             raise ValueError("fractions must be >= 0 with a positive sum")
         return value
@@ -76,6 +89,49 @@ class GeneratorConfig(Section):
         return {t: w / total for t, w in weights.items()}
 
 
+class CostConfig(Section):
+    """Per-event cost of the three stages (backends/emulator/cost.py, docs/backends.md)."""
+
+    file: Path | None = Field(
+        default=None, description="calibrated cost YAML (adaptive-bkg calibrate); null = built-in"
+    )
+    ratio: tuple[float, float, float] = Field(
+        default=(1.0, 1.0, 100.0), description="mean t_fast : t_NN : t_slow on the generic mixture"
+    )
+    t_slow_mean_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="mean slow-stage seconds per event; null = 0.1 s built-in or the file's scale",
+    )
+    wall_speedup: float = Field(
+        default=1.0, gt=0, description="wall clock spends cost / wall_speedup real seconds"
+    )
+
+    @field_validator("ratio")
+    @classmethod
+    def _ratio(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(v <= 0 for v in value):
+            raise ValueError("all three ratio entries must be > 0, e.g. [1, 1, 100]")
+        return value
+
+
+class ExternalConfig(Section):
+    """A user command (e.g. a basf2 steering script) run on a Parquet file of kept events."""
+
+    command: str = Field(
+        default="", description="template with {input}, {output} (and optional {skims}, {seed})"
+    )
+    timeout_s: float = Field(default=3600.0, gt=0, description="kill the command after this")
+    workdir: Path | None = Field(default=None, description="where to put in/out files; null = tmp")
+    keep_files: bool = Field(default=False, description="keep the input/output files (debugging)")
+
+
+class ReplayConfig(Section):
+    """Labels looked up in a recorded, fully simulated dataset (`labels` Parquet file)."""
+
+    path: Path | None = Field(default=None, description="labels file written by record_labels")
+
+
 class BackendConfig(Section):
     """The slow stage: detector simulation + reconstruction + skims, or a stand-in for it."""
 
@@ -84,18 +140,81 @@ class BackendConfig(Section):
     conditions: str = Field(default="nominal", description="emulator detector conditions")
     clock: Literal["virtual", "wall"] = "virtual"
     seed: int = Field(default=7, ge=0)
+    cost: CostConfig = CostConfig()
+    external: ExternalConfig = ExternalConfig()
+    replay: ReplayConfig = ReplayConfig()
 
 
 class ModelConfig(Section):
+    """The filter network (adaptive_bkg/model/, docs/model.md)."""
+
     preset: Literal["part-small", "part-2m"] = "part-small"
     checkpoint: Path | None = Field(default=None, description="start from this checkpoint")
-    max_particles: int = Field(default=128, gt=0, le=1024)
+    max_particles: int = Field(default=128, gt=0, le=1024, description="truncate beyond this")
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
+    predict_batch_size: int = Field(default=1024, gt=0, description="events per forward pass")
+    bucket_edges: tuple[int, ...] | None = Field(
+        default=(16, 24, 32, 40, 48, 56, 64, 80, 96, 128),
+        description="multiplicity bucket edges for batching; null = no bucketing",
+    )
+    bf16: bool = Field(default=False, description="bfloat16 autocast for inference (GPU)")
+
+    @field_validator("bucket_edges")
+    @classmethod
+    def _edges(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None and (not value or list(value) != sorted(set(value))):
+            raise ValueError("bucket edges must be a non-empty strictly increasing list")
+        if value is not None and value[0] < 1:
+            raise ValueError("bucket edges must be >= 1")
+        return value
+
+
+# Keep-probability policies implemented in adaptive_bkg/sampling.py (listed here so that the
+# config can validate the name without importing sampling, which imports this module).
+POLICY_NAMES: tuple[str, ...] = (
+    "sqrt-optimal",
+    "identity",
+    "skewed-sigmoid",
+    "basf2-exp",
+    "hard-cut",
+    "none",
+)
 
 
 class PolicyConfig(Section):
-    name: str = Field(default="sqrt-optimal", description="keep-probability policy")
+    """Keep-probability policy (adaptive_bkg/sampling.py, docs/statistics.md).
+
+    a, b, c are shape parameters whose meaning and default depend on the policy:
+    skewed-sigmoid p = (1 + a·e^(−c(x−b)))^(−1/a) on the logit x (defaults a=1, b=0, c=1, the
+    plain sigmoid); basf2-exp p = exp(a·(x − b)) (defaults a=0.47, b=−0.25; c unused).
+    """
+
+    name: str = Field(
+        default="sqrt-optimal",
+        description="sqrt-optimal | identity | skewed-sigmoid | basf2-exp | none"
+        " | hard-cut (BIASED, demonstrations only)",
+    )
     p_min: float = Field(default=0.01, gt=0, le=1, description="floor on p; bounds w <= 1/p_min")
+    k: float = Field(
+        default=1.0, gt=0, description="sqrt-optimal p = min(1, k·sqrt(q)) before the first fit"
+    )
+    a: float | None = Field(default=None, gt=0, description="shape a (null = policy default)")
+    b: float | None = Field(default=None, description="offset b on the logit (null = default)")
+    c: float | None = Field(default=None, gt=0, description="slope c (null = policy default)")
+    threshold: float = Field(default=0.5, ge=0, le=1, description="hard-cut: keep iff q > this")
+    refit: bool = Field(
+        default=True, description="fit() refits k / (a, b, c); false keeps the configured values"
+    )
+    fit_max_events: int = Field(
+        default=200_000, gt=0, description="fit() uses at most this many events (subsampled)"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if value not in POLICY_NAMES:
+            raise ValueError(f"unknown policy (allowed: {', '.join(POLICY_NAMES)})")
+        return value
 
 
 class LearnerConfig(Section):
@@ -107,26 +226,90 @@ class LearnerConfig(Section):
     validation_fraction: float = Field(default=0.1, ge=0, lt=1)
     publish_every_steps: int = Field(default=20, gt=0)
     publish_every_s: float = Field(default=30.0, gt=0)
+    # Offline training (adaptive-bkg pretrain / finetune; adaptive_bkg/training.py).
+    epochs: int = Field(default=3, gt=0, description="passes over the training set")
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW decoupled weight decay")
+    grad_clip: float = Field(default=1.0, gt=0, description="max global gradient norm")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        default="cosine", description="cosine decays to 0 over the run; online learning: constant"
+    )
+    warmup_steps: int = Field(default=50, ge=0, description="linear lr warm-up steps")
+    focal_gamma: float = Field(default=2.0, ge=0, description="focal loss exponent")
+    class_weights: bool = Field(
+        default=False,
+        description="weight positives by n_neg/n_pos per skim (weighted-bce always does)",
+    )
+    backbone_lr_factor: float = Field(
+        default=0.1, gt=0, le=1, description="fine-tuning: backbone lr = lr x this factor"
+    )
+    ssl_mask_fraction: float = Field(
+        default=0.15, gt=0, lt=1, description="self-supervised: fraction of PDG ids masked"
+    )
+    seed: int = Field(default=0, ge=0, description="init, shuffling and masking seed")
+    cpu_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="torch threads for offline training on CPU; null = torch's default "
+        "(1 is much faster on a machine shared with other jobs)",
+    )
 
 
 class RunConfig(Section):
-    skims: tuple[str, ...] = Field(default=("taugeneric",), description="skims to produce for")
-    budget: str | None = Field(default=None, description="e.g. 24h, 90m, 30s")
-    events: int | None = Field(default=None, gt=0)
-    target_neff: float | None = Field(default=None, gt=0)
-    batch_size: int = Field(default=2000, ge=1)
-    seed: int = Field(default=1, ge=0)
-    out: Path | None = None
-    metrics_every_s: float = Field(default=2.0, gt=0)
+    """A production (`adaptive-bkg run`, docs/pipeline.md); the first stop condition wins."""
+
+    skims: tuple[str, ...] = Field(
+        default=("dstar-d0pi",), description="skims to produce for (default: the demo skim)"
+    )
+    budget: str | None = Field(
+        default=None,
+        description="e.g. 24h, 90m, 30s; emulated compute on the virtual clock, else wall time",
+    )
+    events: int | None = Field(default=None, gt=0, description="stop after this many generated")
+    target_neff: float | None = Field(default=None, gt=0, description="stop at this N_eff (min)")
+    batch_size: int = Field(default=2000, ge=1, description="events per pipeline batch")
+    seed: int = Field(default=1, ge=0, description="keep-decision and learner seed")
+    run_number: int = Field(
+        default=0, ge=0, le=(1 << 20) - 1, description="event-id run field; new one per extension"
+    )
+    out: Path | None = Field(default=None, description="run directory; null = runs/<time>-<skim>")
+    metrics_every_s: float = Field(default=2.0, gt=0, description="metrics.jsonl / live period")
+    probe_events: int = Field(
+        default=128, ge=1, description="unfiltered events per batch sent to refit the policy"
+    )
+    learner_max_pending: int = Field(
+        default=2,
+        ge=1,
+        description="labelled batches queued at the learner; beyond, recorded but not trained on",
+    )
+    wait_for_learner: bool = Field(
+        default=False,
+        description="production pauses while the learner is busy, instead of skipping it",
+    )
+    stages: str = Field(
+        default="default",
+        description="stage factory: default (Pythia + backend + ParT) or module:Factory",
+    )
+    plots: bool = Field(default=True, description="write plots at the end of the run")
 
 
 class RayConfig(Section):
-    address: str | None = Field(default=None, description="null = local; auto; ray://host:port")
-    num_cpus: int | None = Field(default=None, gt=0)
-    object_store_mb: int = Field(default=256, ge=64)
-    generators: int = Field(default=1, ge=1)
-    simulators: int = Field(default=1, ge=1)
-    max_in_flight: int = Field(default=4, ge=1, description="batches in flight per stage")
+    """Actors and resources of `adaptive-bkg run` (docs/cluster.md)."""
+
+    address: str | None = Field(
+        default=None, description="null = fresh local instance; auto; ray://host:port"
+    )
+    num_cpus: int | None = Field(default=None, gt=0, description="local instance CPUs")
+    object_store_mb: int = Field(default=256, ge=64, description="local instance object store")
+    generators: int = Field(default=1, ge=1, description="generator actors")
+    simulators: int = Field(default=1, ge=1, description="simulate actors")
+    max_in_flight: int = Field(default=4, ge=1, description="batches in flight in the pipeline")
+    generator_cpus: float = Field(default=0.25, ge=0)
+    filter_cpus: float = Field(default=0.5, ge=0)
+    simulator_cpus: float = Field(default=0.25, ge=0)
+    learner_cpus: float = Field(default=0.5, ge=0)
+    use_gpu: bool | None = Field(
+        default=None, description="null = filter and learner on GPU if the cluster has one"
+    )
 
 
 class Config(Section):

@@ -1,0 +1,179 @@
+"""Live progress of a production: a typed metrics record, its JSONL log and a rich live table.
+
+The same `MetricsRecord` feeds the terminal view and one line of `metrics.jsonl` every few
+seconds, so what a user watched can be replotted afterwards (plots.py reads the log).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from adaptive_bkg.metrics import RunSummary
+
+
+@dataclass(frozen=True)
+class SkimMetrics:
+    n_eff: float
+    eff_hat: float
+    speedup: float
+    oracle_speedup: float
+    fraction_of_oracle: float
+    online_auc: float
+
+
+@dataclass(frozen=True)
+class MetricsRecord:
+    """One snapshot of a running production (one line of metrics.jsonl)."""
+
+    wall_s: float  # since the start of the run
+    spent_s: float  # what the budget counts: emulated compute (virtual clock) or wall seconds
+    total_cost_s: float  # emulated compute Σ cost_fast + cost_nn + cost_slow
+    n_generated: int
+    n_kept: int
+    n_simulated: int
+    generated_per_s: float  # wall-clock rates over the last interval
+    kept_per_s: float
+    simulated_per_s: float
+    model_version: int
+    learner_steps: int
+    max_weight: float
+    weight_quantiles: tuple[tuple[float, float], ...]
+    skims: Mapping[str, SkimMetrics]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), allow_nan=True)
+
+    @staticmethod
+    def from_json(line: str) -> MetricsRecord:
+        data: dict[str, Any] = json.loads(line)
+        data["skims"] = {k: SkimMetrics(**v) for k, v in data["skims"].items()}
+        data["weight_quantiles"] = tuple((float(q), float(w)) for q, w in data["weight_quantiles"])
+        return MetricsRecord(**data)
+
+
+def metrics_record(
+    summary: RunSummary,
+    wall_s: float,
+    spent_s: float,
+    rates: tuple[float, float, float],
+    model_version: int,
+    learner_steps: int,
+    online_auc: Mapping[str, float] | None,
+) -> MetricsRecord:
+    auc = online_auc or {}
+    return MetricsRecord(
+        wall_s=wall_s,
+        spent_s=spent_s,
+        total_cost_s=summary.total_cost_s,
+        n_generated=summary.n_generated,
+        n_kept=summary.n_kept,
+        n_simulated=summary.n_kept,
+        generated_per_s=rates[0],
+        kept_per_s=rates[1],
+        simulated_per_s=rates[2],
+        model_version=model_version,
+        learner_steps=learner_steps,
+        max_weight=summary.max_weight,
+        weight_quantiles=summary.weight_quantiles,
+        skims={
+            name: SkimMetrics(
+                n_eff=s.n_eff,
+                eff_hat=s.eff_hat,
+                speedup=s.speedup,
+                oracle_speedup=s.oracle_speedup,
+                fraction_of_oracle=s.fraction_of_oracle,
+                online_auc=float(auc.get(name, math.nan)),
+            )
+            for name, s in summary.skims.items()
+        },
+    )
+
+
+def read_metrics(path: Path) -> list[MetricsRecord]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [MetricsRecord.from_json(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def render(record: MetricsRecord, title: str = "adaptive-bkg") -> Table:
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    rows = [
+        ("wall time", f"{record.wall_s:,.0f} s"),
+        (
+            "budget spent",
+            f"{record.spent_s:,.0f} s (emulated compute {record.total_cost_s:,.0f} s)",
+        ),
+        ("generated", f"{record.n_generated:,} ({record.generated_per_s:,.0f}/s)"),
+        ("kept", f"{record.n_kept:,} ({record.kept_per_s:,.0f}/s)"),
+        ("simulated", f"{record.n_simulated:,} ({record.simulated_per_s:,.0f}/s)"),
+        ("model version", f"{record.model_version} ({record.learner_steps} steps)"),
+        ("max weight", f"{record.max_weight:.1f}"),
+        (
+            "weight quantiles",
+            " ".join(f"q{100 * q:g}={w:.1f}" for q, w in record.weight_quantiles),
+        ),
+    ]
+    for skim, s in record.skims.items():
+        name = escape(f"[{skim}]")  # skim names in brackets are not rich markup
+        rows += [
+            (f"{name} online AUC", f"{s.online_auc:.3f}"),
+            (f"{name} N_eff", f"{s.n_eff:,.0f}"),
+            (f"{name} ε̂", f"{s.eff_hat:.4f}"),
+            (
+                f"{name} speedup",
+                f"{s.speedup:.2f} (oracle {s.oracle_speedup:.2f}, "
+                f"{100 * s.fraction_of_oracle:.0f} % of it)",
+            ),
+        ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+class LiveView:
+    """Appends records to metrics.jsonl; shows them in a rich Live table on a terminal."""
+
+    def __init__(self, metrics_path: Path, title: str, show: bool | None = None) -> None:
+        self.metrics_path = Path(metrics_path)
+        self.title = title
+        console = Console(stderr=True)
+        self.show = console.is_terminal if show is None else show
+        self._live = (
+            Live(console=console, refresh_per_second=2, transient=False) if self.show else None
+        )
+        self.last: MetricsRecord | None = None
+
+    def __enter__(self) -> LiveView:
+        if self._live is not None:
+            self._live.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._live is not None:
+            self._live.__exit__(exc_type, exc, tb)
+
+    def update(self, record: MetricsRecord) -> None:
+        self.last = record
+        with self.metrics_path.open("a") as out:
+            out.write(record.to_json() + "\n")
+        if self._live is not None:
+            self._live.update(render(record, self.title))

@@ -1,0 +1,285 @@
+"""The production loop on Ray: the only module that imports ray (DESIGN §1, §6).
+
+Actors (each builds its heavy objects itself, from the picklable stage factory):
+  N generator actors ─▶ 1 filter actor (GPU if any) ─▶ M simulate actors ─▶ 1 recorder actor
+                                   ▲                          └──▶ 1 learner actor (GPU if any)
+                                   └──── WeightsSnapshot (one object per version) ◀──┘
+The driver chains object refs per batch (generate → filter → simulate → record / learn) and
+keeps at most `ray.max_in_flight` batches in the pipeline (ray.wait), so memory stays flat
+whatever the budget. A learner slower than production never stalls it: beyond
+`run.learner_max_pending` queued batches, labelled batches are recorded but not trained on.
+
+Fault tolerance: generator, filter and simulate actors restart (max_restarts=-1) and their
+calls are retried (max_task_retries=-1): delivery is at-least-once and the recorder drops
+duplicates by event_id. A restarted generator draws a fresh run number, so it does not replay
+the events it made before. The learner and the recorder hold the run's state and do not
+restart (a failure there ends the run, which is still finalised from what was recorded).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from adaptive_bkg.budget import stop_on_signals
+from adaptive_bkg.errors import UserError
+from adaptive_bkg.events import MAX_RUN
+from adaptive_bkg.runbook import RunBook, RunPlan, RunResult
+from adaptive_bkg.stages.build import StageFactory
+from adaptive_bkg.stages.learner import LearnerStatus
+from adaptive_bkg.stages.recorder import RecorderStage, RecorderStatus
+from adaptive_bkg.stages.types import (
+    FilterOutput,
+    GeneratedBatch,
+    LabelledBatch,
+    RecordBatch,
+    WeightsSnapshot,
+)
+
+RESTARTABLE = {"max_restarts": -1, "max_task_retries": -1}
+MIB = 1024 * 1024
+
+
+def init_ray(address: str | None, num_cpus: int | None, object_store_mb: int) -> bool:
+    """Connect to (or start) Ray; True if this call started it (and should shut it down)."""
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # at run time only, never at import
+    if address:  # an existing cluster: resources are the cluster's
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(
+                f"cannot join the Ray cluster at '{address}' ({first[:160]}); start one with "
+                "`ray start --head` (docs/cluster.md) or leave out --address"
+            ) from None
+    else:
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            object_store_memory=object_store_mb * MIB,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+    return True
+
+
+class _GeneratorActor:
+    def __init__(self, factory: StageFactory, worker: int, run: int) -> None:
+        if ray.get_runtime_context().was_current_actor_reconstructed:
+            run = 1 + secrets.randbelow(MAX_RUN)  # fresh event ids after a crash
+        self.stage = factory.generator(worker, run)
+
+    def next_batch(self, n: int) -> GeneratedBatch:
+        return self.stage.next_batch(n)
+
+
+class _FilterActor:
+    def __init__(self, factory: StageFactory) -> None:
+        self.stage = factory.filter()
+
+    def swap(self, snapshot: WeightsSnapshot) -> int:
+        return self.stage.swap(snapshot)
+
+    def filter(self, generated: GeneratedBatch) -> FilterOutput:
+        return self.stage.filter(generated)
+
+
+class _SimulateActor:
+    def __init__(self, factory: StageFactory, index: int) -> None:
+        self.stage = factory.simulator(index)
+
+    def simulate(self, filtered: FilterOutput) -> tuple[RecordBatch, LabelledBatch]:
+        return self.stage.simulate(filtered)
+
+
+class _LearnerActor:
+    def __init__(self, factory: StageFactory) -> None:
+        self.stage = factory.learner()
+
+    def observe_generated(self, generated: GeneratedBatch, max_events: int) -> None:
+        self.stage.observe_probe(generated.events, max_events=max_events)
+
+    def initial_snapshot(self) -> WeightsSnapshot:
+        return self.stage.initial_snapshot()
+
+    def ingest(self, labelled: LabelledBatch) -> LearnerStatus:
+        return self.stage.ingest(labelled)
+
+    def latest_snapshot(self) -> WeightsSnapshot:
+        return self.stage.latest_snapshot()
+
+    def full_snapshot(self) -> WeightsSnapshot:
+        return self.stage.full_snapshot()
+
+    def status(self) -> LearnerStatus:
+        return self.stage.status()
+
+
+class _RecorderActor:
+    def __init__(self, records_dir: str, skims: tuple[str, ...]) -> None:
+        from pathlib import Path
+
+        self.stage = RecorderStage(Path(records_dir), skims)
+
+    def record(self, records: RecordBatch) -> RecorderStatus:
+        return self.stage.record(records)
+
+    def close(self) -> RecorderStatus:
+        return self.stage.close()
+
+
+def _gpu_share(plan: RunPlan) -> float:
+    use = plan.cfg.ray.use_gpu
+    gpus = float(ray.cluster_resources().get("GPU", 0.0))
+    if use is False or gpus <= 0:
+        return 0.0
+    return 1.0 if gpus >= 2 else 0.5  # one GPU: filter and learner share it
+
+
+def _remote(cls: type, **options: Any) -> Any:
+    return ray.remote(cls).options(**options)
+
+
+def run_pipeline(plan: RunPlan, show_live: bool | None = None) -> RunResult:
+    """Run a validated production on Ray (local instance or `ray.address`)."""
+    cfg = plan.cfg
+    started = init_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_mb)
+    try:
+        return _run(plan, show_live)
+    except ray.exceptions.RayTaskError as exc:
+        # A user error raised inside an actor (bad input found late): one line, exit 2.
+        if isinstance(exc.cause, UserError):
+            raise UserError(str(exc.cause)) from None
+        raise
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _run(plan: RunPlan, show_live: bool | None) -> RunResult:
+    cfg, factory, rc = plan.cfg, plan.factory, plan.cfg.ray
+    book = RunBook(plan, show_live=show_live)
+    gpu = _gpu_share(plan)
+    # The recorder writes the run directory: pin it to the driver's node.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    generators = [
+        _remote(_GeneratorActor, num_cpus=rc.generator_cpus, **RESTARTABLE).remote(
+            factory, worker, cfg.run.run_number
+        )
+        for worker in range(rc.generators)
+    ]
+    filt = _remote(_FilterActor, num_cpus=rc.filter_cpus, num_gpus=gpu, **RESTARTABLE).remote(
+        factory
+    )
+    simulators = [
+        _remote(_SimulateActor, num_cpus=rc.simulator_cpus, **RESTARTABLE).remote(factory, i)
+        for i in range(rc.simulators)
+    ]
+    learner = _remote(_LearnerActor, num_cpus=rc.learner_cpus, num_gpus=gpu).remote(factory)
+    recorder = _remote(_RecorderActor, num_cpus=0, scheduling_strategy=here).remote(
+        str(book.records_dir), plan.skims
+    )
+
+    in_flight: dict[ray.ObjectRef, int] = {}  # recorder status ref -> events in that batch
+    learning: list[ray.ObjectRef] = []
+    launched = 0
+    reason = ""
+    stopping = False
+    exhausted = False
+    learner_alive = True
+    wait = cfg.run.wait_for_learner and plan.learn
+
+    def adopt(snapshot_ref: ray.ObjectRef) -> None:
+        # One object per version: the same ref goes to the filter (which swaps between two
+        # batches, in submission order) and, fetched once, to the checkpoint file.
+        filt.swap.remote(snapshot_ref)
+        snapshot = ray.get(snapshot_ref)
+        book.filter_version = snapshot.version
+        book.save_snapshot(snapshot)
+
+    try:
+        with stop_on_signals(book.flag), book.live:
+            try:
+                batch = plan.stop.to_generate(0, cfg.run.batch_size)
+                first = generators[0].next_batch.remote(batch)
+                learner.observe_generated.remote(first, cfg.run.probe_events * 16)
+                adopt(learner.initial_snapshot.remote())
+                n_batches = 0
+                while True:
+                    while not stopping and not exhausted and len(in_flight) < rc.max_in_flight:
+                        if learner_alive and wait and len(learning) >= cfg.run.learner_max_pending:
+                            break  # lockstep: the learner sees every batch, production waits
+                        n = plan.stop.to_generate(launched, cfg.run.batch_size)
+                        if n == 0:
+                            exhausted = True
+                            break
+                        gen_ref = (
+                            first
+                            if first is not None
+                            else generators[n_batches % len(generators)].next_batch.remote(n)
+                        )
+                        first = None
+                        sim = simulators[n_batches % len(simulators)]
+                        records_ref, labelled_ref = sim.simulate.options(num_returns=2).remote(
+                            filt.filter.remote(gen_ref)
+                        )
+                        in_flight[recorder.record.remote(records_ref)] = n
+                        if learner_alive and len(learning) < cfg.run.learner_max_pending:
+                            learning.append(learner.ingest.remote(labelled_ref))
+                        else:
+                            book.n_dropped_for_learner += 1
+                        launched += n
+                        n_batches += 1
+                    if not in_flight and not learning:
+                        reason = reason or (
+                            "events: all requested events generated" if exhausted else "stopped"
+                        )
+                        break
+                    ready, _ = ray.wait([*in_flight, *learning], num_returns=1, timeout=0.5)
+                    for ref in ready:
+                        if ref in in_flight:
+                            del in_flight[ref]
+                            book.on_recorder(ray.get(ref))
+                        else:
+                            learning.remove(ref)
+                            try:
+                                learner_status = ray.get(ref)
+                            except ray.exceptions.RayError as exc:
+                                # Production goes on with the newest published weights.
+                                learner_alive = False
+                                book.learner_failure = f"{type(exc).__name__}: {str(exc)[:300]}"
+                                continue
+                            book.on_learner(learner_status)
+                            if learner_status.version > book.filter_version:
+                                adopt(learner.latest_snapshot.remote())
+                    book.log()
+                    stop = book.stop_reason()
+                    if stop and not stopping:
+                        stopping, reason = True, stop
+            finally:
+                # Whatever happened, in-flight batches are finished (the loop above drains them
+                # on a normal stop) and the records are closed before the summary is written.
+                for ref in list(in_flight):
+                    with contextlib.suppress(ray.exceptions.RayError):
+                        book.on_recorder(ray.get(ref))
+                final = ray.get(recorder.close.remote())
+        snapshot: WeightsSnapshot | None = None
+        if learner_alive:
+            with contextlib.suppress(ray.exceptions.RayError):
+                snapshot = ray.get(learner.full_snapshot.remote())
+    finally:
+        # Release the actors' resources now, also after an error (a shared cluster may run
+        # the next job at once; Ray alone frees them only when the driver exits).
+        for actor in [*generators, filt, *simulators, learner, recorder]:
+            with contextlib.suppress(ray.exceptions.RayError):
+                ray.kill(actor, no_restart=True)
+    return book.finish(final, reason, snapshot)

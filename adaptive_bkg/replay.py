@@ -1,0 +1,138 @@
+"""The pipeline in one process, without Ray: offline replay and strategy studies.
+
+`run_serial` chains the very same stages as `orchestrate` (generator → filter → simulate →
+recorder, learner → filter) one batch at a time, and writes the same run directory. With
+`replay_run` the events come from a recorded file and, for a labelled file, the labels from
+the `replay` backend looking them up in that same file: a policy or learning strategy can be
+compared on identical events without regenerating or resimulating anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from adaptive_bkg.budget import stop_on_signals
+from adaptive_bkg.config import Config, with_overrides
+from adaptive_bkg.errors import UserError
+from adaptive_bkg.events import EVENTS_KIND, EventBatch
+from adaptive_bkg.runbook import RunBook, RunPlan, RunResult, plan_run
+from adaptive_bkg.stages.build import DefaultStages
+from adaptive_bkg.stages.recorder import RecorderStage
+from adaptive_bkg.stages.types import GeneratedBatch
+
+
+class FileSource:
+    """EventSource over a recorded file: `events` (via `RecordedSource`) or `labelled-events`
+    (the events of a labelled set, row group by row group; the labels stay in the file for
+    the replay backend)."""
+
+    def __init__(self, path: Path) -> None:
+        from adaptive_bkg import parquet_io
+        from adaptive_bkg.datasets import LABELLED_KIND, iter_labelled
+        from adaptive_bkg.generators.recorded import RecordedSource
+
+        self.path = Path(path)
+        try:
+            first = parquet_io.pq.ParquetFile(parquet_io._shard_files(self.path)[0])
+        except (parquet_io.pa.ArrowInvalid, OSError) as exc:
+            raise UserError(f"{self.path}: not a readable Parquet file ({exc})") from None
+        kind = (first.schema_arrow.metadata or {}).get(parquet_io.KIND_KEY, b"").decode()
+        self._recorded: RecordedSource | None = None
+        self._chunks: Iterator[EventBatch] = iter(())
+        if kind == LABELLED_KIND:
+            self._chunks = (labelled.batch for labelled in iter_labelled(self.path))
+        elif kind == EVENTS_KIND:
+            self._recorded = RecordedSource(self.path)
+        else:
+            raise UserError(f"{self.path}: expected an events or labelled-events file")
+        self._rest = EventBatch.empty()
+
+    def next_batch(self, n: int) -> EventBatch:
+        if self._recorded is not None:
+            return self._recorded.next_batch(n)
+        parts = [self._rest]
+        have = len(self._rest)
+        while have < n:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            parts.append(chunk)
+            have += len(chunk)
+        merged = EventBatch.concat(parts)
+        take = min(n, len(merged))
+        self._rest = merged.take(np.arange(take, len(merged)))
+        return merged.take(np.arange(take))
+
+
+def run_serial(plan: RunPlan, show_live: bool | None = None) -> RunResult:
+    """Run `plan` in this process; stops like `orchestrate.run_pipeline` (and on exhaustion)."""
+    cfg, factory = plan.cfg, plan.factory
+    book = RunBook(plan, show_live=show_live)
+    # Batch k comes from generator k mod G, as in orchestrate: same config, same events.
+    generators = [factory.generator(w, cfg.run.run_number) for w in range(cfg.ray.generators)]
+    filt = factory.filter()
+    simulator = factory.simulator(0)
+    learner = factory.learner()
+    recorder = RecorderStage(book.records_dir, plan.skims)
+    launched = n_batches = 0
+    reason = ""
+    with stop_on_signals(book.flag), book.live:
+        try:
+            first = generators[0].next_batch(plan.stop.to_generate(0, cfg.run.batch_size))
+            learner.observe_probe(first.events, max_events=learner.probes.capacity)
+            snapshot = learner.initial_snapshot()
+            filt.swap(snapshot)
+            book.filter_version = snapshot.version
+            book.save_snapshot(snapshot)
+            pending: GeneratedBatch | None = first
+            while True:
+                if pending is None:
+                    n = plan.stop.to_generate(launched, cfg.run.batch_size)
+                    if n == 0:
+                        reason = "events: all requested events generated"
+                        break
+                    pending = generators[n_batches % len(generators)].next_batch(n)
+                if len(pending) == 0:
+                    reason = "source exhausted"
+                    break
+                launched += len(pending)
+                n_batches += 1
+                records, labelled = simulator.simulate(filt.filter(pending))
+                pending = None
+                book.on_recorder(recorder.record(records))
+                book.on_learner(learner.ingest(labelled))
+                if learner.version > filt.version:
+                    snapshot = learner.latest_snapshot()
+                    filt.swap(snapshot)
+                    book.filter_version = snapshot.version
+                    book.save_snapshot(snapshot)
+                book.log()
+                stop = book.stop_reason()
+                if stop:
+                    reason = stop
+                    break
+        finally:
+            final = recorder.close()
+    return book.finish(final, reason, learner.full_snapshot())
+
+
+def replay_run(
+    cfg: Config, data: Path, learn: bool = True, show_live: bool | None = None
+) -> RunResult:
+    """Replay a recorded (labelled) dataset through the stages; same outputs as `run`."""
+    data = Path(data)
+    if not data.exists():
+        raise UserError(f"replay data {data} not found")
+    if cfg.backend.name == "emulator":
+        # Labels from the file itself (the replay backend), not a fresh simulation.
+        cfg = with_overrides(cfg, ["backend.name=replay", f"backend.replay.path={data}"])
+    cfg = with_overrides(cfg, ["ray.generators=1"])  # one reader of the file
+    if cfg.run.events is None and cfg.run.budget is None and cfg.run.target_neff is None:
+        cfg = with_overrides(cfg, [f"run.events={2**62}"])  # stop when the file is exhausted
+    learn = learn and cfg.learner.enabled
+    factory = DefaultStages(cfg, tuple(cfg.run.skims), learn, source_path=data)
+    plan = plan_run(cfg, learn=learn, factory=factory, tag="replay-")
+    return run_serial(plan, show_live=show_live)

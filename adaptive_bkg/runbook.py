@@ -1,0 +1,316 @@
+"""Everything about a production that is not Ray: validation, the run directory, progress,
+metrics, checkpoints and the final summary. Shared by `orchestrate` (Ray) and `replay`.
+
+Run directory (`runs/<UTC time>-<skim>/` or `--out DIR`):
+
+    config.yaml        the resolved configuration
+    records/           part-*.parquet, one row per generated event (stages/recorder.py)
+    checkpoints/       v0000.pt … one per published model version, final.pt
+    metrics.jsonl      one `live.MetricsRecord` every run.metrics_every_s
+    summary.json       RunSummary (metrics.py) + a "run" block (stop reason, versions …)
+    plots/             N_eff and speedup vs time, weights per model version
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from adaptive_bkg.budget import Progress, StopFlag, StopRule, parse_budget
+from adaptive_bkg.config import Config
+from adaptive_bkg.errors import UserError
+from adaptive_bkg.live import LiveView, metrics_record
+from adaptive_bkg.metrics import RunSummary
+from adaptive_bkg.stages.build import StageFactory, make_factory
+from adaptive_bkg.stages.learner import LearnerStatus
+from adaptive_bkg.stages.recorder import (
+    RECORDS_DIR,
+    SUMMARY_FILE,
+    RecorderStatus,
+    summarize_by_version,
+    summary_to_json,
+)
+from adaptive_bkg.stages.types import WeightsSnapshot
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A validated production request: nothing has been written yet."""
+
+    cfg: Config
+    skims: tuple[str, ...]
+    run_dir: Path
+    stop: StopRule
+    learn: bool
+    factory: StageFactory
+
+
+def plan_run(
+    cfg: Config, learn: bool = True, factory: StageFactory | None = None, tag: str = ""
+) -> RunPlan:
+    """Validate every user input (skims, budget, policy, checkpoint, out dir) up front."""
+    skims = tuple(cfg.run.skims)
+    if not skims:
+        raise UserError("no skim given: use --skim NAME (e.g. --skim dstar-d0pi)")
+    if len(set(skims)) != len(skims):
+        raise UserError(f"skims given twice in {list(skims)}")
+    budget_s = parse_budget(cfg.run.budget) if cfg.run.budget is not None else None
+    stop = StopRule(budget_s=budget_s, events=cfg.run.events, target_neff=cfg.run.target_neff)
+    if budget_s is None and cfg.run.events is None and cfg.run.target_neff is None:
+        raise UserError(
+            "no stop condition: give --budget (e.g. 24h), --events N or --target-neff N"
+        )
+    learn = learn and cfg.learner.enabled
+    factory = factory if factory is not None else make_factory(cfg, skims, learn)
+    factory.validate()
+    if cfg.run.out is not None:
+        run_dir = Path(cfg.run.out)
+    else:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        name = "+".join(s.replace(":", "_").replace("/", "_") for s in skims)[:80]
+        run_dir = Path("runs") / f"{stamp}-{tag}{name}"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UserError(
+            f"run directory {run_dir} already exists and is not empty; pick a new --out"
+        )
+    return RunPlan(cfg, skims, run_dir, stop, learn, factory)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    summary: RunSummary
+    stop_reason: str
+    wall_s: float
+    n_versions: int
+    first_version: RunSummary | None
+    last_version: RunSummary | None
+    n_dropped_for_learner: int
+    learn: bool = True
+    online_auc: dict[str, float] | None = None
+
+
+@dataclass
+class RunBook:
+    """Live bookkeeping of one production (driver side)."""
+
+    plan: RunPlan
+    show_live: bool | None = None
+    flag: StopFlag = field(default_factory=StopFlag)
+
+    def __post_init__(self) -> None:
+        self.run_dir = self.plan.run_dir
+        try:
+            (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create run directory {self.run_dir}: {exc.strerror}") from None
+        (self.run_dir / "config.yaml").write_text(self.plan.cfg.to_yaml())
+        self.records_dir = self.run_dir / RECORDS_DIR
+        self.start = time.monotonic()
+        self.recorder: RecorderStatus | None = None
+        self.learner: LearnerStatus | None = None
+        self.filter_version = -1
+        self.n_dropped_for_learner = 0
+        self.learner_failure: str | None = None
+        self._last_log = -math.inf
+        self._last_counts = (0, 0, self.start)
+        self._rates = (0.0, 0.0, 0.0)  # generated, kept, simulated per wall second
+        self.live = LiveView(
+            self.run_dir / "metrics.jsonl", f"adaptive-bkg run {self.run_dir.name}", self.show_live
+        )
+
+    # -- progress ------------------------------------------------------------------------------
+    def on_recorder(self, status: RecorderStatus) -> None:
+        self.recorder = status
+
+    def on_learner(self, status: LearnerStatus) -> None:
+        self.learner = status
+
+    def wall_s(self) -> float:
+        return time.monotonic() - self.start
+
+    def progress(self) -> Progress:
+        status = self.recorder
+        if status is None:
+            return Progress(0, 0.0 if self.plan.factory.virtual_clock else self.wall_s(), 0.0)
+        spent = status.total_cost_s if self.plan.factory.virtual_clock else self.wall_s()
+        n_effs = [s.n_eff for s in status.summary.skims.values()]
+        return Progress(status.n_generated, spent, min(n_effs) if n_effs else 0.0)
+
+    def stop_reason(self) -> str | None:
+        if self.flag.is_set():
+            return self.flag.reason
+        return self.plan.stop.reason(self.progress())
+
+    def save_snapshot(self, snapshot: WeightsSnapshot, name: str | None = None) -> None:
+        if snapshot.state_dict is None:
+            return  # policy-only version: the weights are those of an earlier checkpoint
+        path = self.run_dir / "checkpoints" / (name or f"v{snapshot.version:04d}.pt")
+        self.plan.factory.save_checkpoint(path, snapshot)
+
+    def log(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.recorder is None or (
+            not force and now - self._last_log < self.plan.cfg.run.metrics_every_s
+        ):
+            return
+        n_gen, n_kept, t0 = self._last_counts
+        dt = max(now - t0, 1e-9)
+        status = self.recorder
+        if status.n_generated > n_gen:  # else (final forced line): keep the last rates
+            kept_rate = (status.n_kept - n_kept) / dt
+            self._rates = ((status.n_generated - n_gen) / dt, kept_rate, kept_rate)
+        rates = self._rates
+        learner = self.learner
+        self.live.update(
+            metrics_record(
+                status.summary,
+                wall_s=self.wall_s(),
+                spent_s=self.progress().spent_s,
+                rates=rates,
+                model_version=self.filter_version,
+                learner_steps=learner.steps if learner else 0,
+                online_auc=learner.online_auc if learner else None,
+            )
+        )
+        self._last_log = now
+        self._last_counts = (status.n_generated, status.n_kept, now)
+
+    # -- the end -------------------------------------------------------------------------------
+    def finish(
+        self, final: RecorderStatus, stop_reason: str, final_snapshot: WeightsSnapshot | None
+    ) -> RunResult:
+        self.recorder = final
+        self.log(force=True)
+        if final_snapshot is not None:
+            self.save_snapshot(final_snapshot, "final.pt")
+        by_version = summarize_by_version(self.run_dir) if final.n_generated else {}
+        versions = sorted(by_version)
+        learner = self.learner
+        extra = {
+            "stop_reason": stop_reason,
+            "wall_s": self.wall_s(),
+            "skims": list(self.plan.skims),
+            "learn": self.plan.learn,
+            "policy": self.plan.cfg.policy.name,
+            "virtual_clock": self.plan.factory.virtual_clock,
+            "n_duplicates": final.n_duplicates,
+            "n_dropped_for_learner": self.n_dropped_for_learner,
+            "learner_failure": self.learner_failure,
+            "model_versions": versions,
+            "final_model_version": self.filter_version,
+            "learner_steps": learner.steps if learner else 0,
+            "online_auc": dict(learner.online_auc) if learner and learner.online_auc else None,
+            "speedup_by_version": {
+                str(v): {k: s.speedup for k, s in by_version[v].skims.items()} for v in versions
+            },
+        }
+        (self.run_dir / SUMMARY_FILE).write_text(summary_to_json(final.summary, extra))
+        if self.plan.cfg.run.plots and final.n_generated:
+            from adaptive_bkg.plots import plot_run
+
+            plot_run(self.run_dir)
+        return RunResult(
+            run_dir=self.run_dir,
+            summary=final.summary,
+            stop_reason=stop_reason,
+            wall_s=self.wall_s(),
+            n_versions=len(versions),
+            first_version=by_version[versions[0]] if versions else None,
+            last_version=by_version[versions[-1]] if versions else None,
+            n_dropped_for_learner=self.n_dropped_for_learner,
+            learn=self.plan.learn,
+            online_auc=dict(learner.online_auc) if learner and learner.online_auc else None,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI helpers (kept here so that cli.py stays a thin layer).
+DEMO_OVERRIDES: tuple[str, ...] = (
+    "run.skims=[dstar-d0pi]",
+    "run.events=150000",
+    "backend.name=emulator",
+    "backend.clock=virtual",
+    "model.preset=part-small",
+    "model.device=cpu",
+    "learner.publish_every_steps=10",
+    "learner.lr=0.003",
+    "run.wait_for_learner=true",
+)
+"""`adaptive-bkg demo`: a short production on the held-out demo skim, CPU only."""
+
+
+def production_overrides(
+    skim: str | None = None,
+    skims: str | None = None,
+    budget: str | None = None,
+    events: int | None = None,
+    target_neff: float | None = None,
+    policy: str | None = None,
+    out: Path | None = None,
+    address: str | None = None,
+) -> list[str]:
+    """Turn `run`/`replay` options into `section.key=value` overrides (JSON-quoted values)."""
+    if skim is not None and skims is not None:
+        raise UserError("give either --skim or --skims, not both")
+    chosen = [skim] if skim is not None else None
+    if skims is not None:
+        chosen = [s.strip() for s in skims.split(",") if s.strip()]
+        if not chosen:
+            raise UserError(f"--skims '{skims}' names no skim; e.g. --skims dstar-d0pi,radiative")
+    overrides = []
+    if chosen is not None:
+        overrides.append(f"run.skims={json.dumps(chosen)}")
+    if budget is not None:
+        parse_budget(budget)  # the one-line error names the option's value
+        overrides.append(f"run.budget={json.dumps(budget)}")
+    if events is not None:
+        overrides.append(f"run.events={events}")
+    if target_neff is not None:
+        overrides.append(f"run.target_neff={target_neff}")
+    if policy is not None:
+        overrides.append(f"policy.name={json.dumps(policy)}")
+    if out is not None:
+        overrides.append(f"run.out={json.dumps(str(out))}")
+    if address is not None:
+        overrides.append(f"ray.address={json.dumps(address)}")
+    return overrides
+
+
+def result_lines(result: RunResult) -> list[str]:
+    """What `run`, `replay` and `demo` print at the end."""
+    s = result.summary
+    lines = [
+        f"run directory: {result.run_dir}",
+        f"stopped ({result.stop_reason}) after {result.wall_s:.0f} s wall time: "
+        f"{s.n_generated:,} generated = {s.n_kept:,} kept + {s.n_generated - s.n_kept:,} "
+        f"discarded; emulated compute {s.total_cost_s:,.0f} s",
+    ]
+    for name, skim in s.skims.items():
+        lines.append(
+            f"[{name}] N_eff {skim.n_eff:,.0f}, ε̂ = {skim.eff_hat:.4f} ± {skim.eff_hat_err:.4f}; "
+            f"speedup {skim.speedup:.2f} = {100 * skim.fraction_of_oracle:.0f} % of the oracle "
+            f"{skim.oracle_speedup:.2f}"
+        )
+        first, last = result.first_version, result.last_version
+        if first is not None and last is not None and result.n_versions > 1:
+            lines.append(
+                f"[{name}] speedup went from {first.skims[name].speedup:.2f} (first model "
+                f"version) to {last.skims[name].speedup:.2f} (last of {result.n_versions} "
+                "versions)"
+            )
+    if result.online_auc:
+        lines.append(
+            "validation AUC at the last published version (held-out fresh events, 1/p-weighted): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in result.online_auc.items())
+        )
+    if result.n_dropped_for_learner and result.learn:
+        lines.append(
+            f"note: {result.n_dropped_for_learner} batches were recorded but not sent to the "
+            "learner (it was busy; production never waits for it)"
+        )
+    return lines

@@ -1,0 +1,47 @@
+"""Pipeline stages as plain Python classes (no Ray): generator, filter, simulate, learner, recorder.
+
+`adaptive_bkg.orchestrate` wraps them as Ray actors; `adaptive_bkg.replay` chains them in one
+process. See docs/pipeline.md.
+"""
+
+from adaptive_bkg.stages.filter import FilterStage, Scorer, sigmoid
+from adaptive_bkg.stages.generator import GeneratorStage
+from adaptive_bkg.stages.learner import LearnerStage, LearnerStatus, MeanTimes
+from adaptive_bkg.stages.recorder import (
+    RecorderStage,
+    RecorderStatus,
+    load_summary,
+    summarize_by_version,
+    summarize_records,
+)
+from adaptive_bkg.stages.simulate import SimulateStage
+from adaptive_bkg.stages.types import (
+    Decisions,
+    FilterOutput,
+    GeneratedBatch,
+    LabelledBatch,
+    RecordBatch,
+    WeightsSnapshot,
+)
+
+__all__ = [
+    "Decisions",
+    "FilterOutput",
+    "FilterStage",
+    "GeneratedBatch",
+    "GeneratorStage",
+    "LabelledBatch",
+    "LearnerStage",
+    "LearnerStatus",
+    "MeanTimes",
+    "RecordBatch",
+    "RecorderStage",
+    "RecorderStatus",
+    "Scorer",
+    "SimulateStage",
+    "WeightsSnapshot",
+    "load_summary",
+    "sigmoid",
+    "summarize_by_version",
+    "summarize_records",
+]

@@ -1,0 +1,254 @@
+"""Stage factories: how each stage's heavy objects are built, inside the process that runs it.
+
+A factory is a small picklable object (config + skims); `orchestrate` ships it to every actor,
+which calls one method to build its stage there (Pythia, torch models and backends are never
+pickled). `replay` calls the same methods in one process. `run.stages=module:Factory` swaps in
+a user's own factory (any class taking `(cfg, skims, learn)` with these methods).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from adaptive_bkg.config import Config
+from adaptive_bkg.errors import UserError
+from adaptive_bkg.events import EventBatch
+from adaptive_bkg.interfaces import EventSource
+from adaptive_bkg.stages.filter import FilterStage
+from adaptive_bkg.stages.generator import GeneratorStage
+from adaptive_bkg.stages.learner import LearnerStage, MeanTimes
+from adaptive_bkg.stages.simulate import SimulateStage
+from adaptive_bkg.stages.types import WeightsSnapshot
+
+if TYPE_CHECKING:
+    from adaptive_bkg.backends.emulator.cost import CostModel
+    from adaptive_bkg.model.checkpoint import LoadedModel
+    from adaptive_bkg.model.part import ParticleTransformer
+
+
+class StageFactory(Protocol):
+    """What orchestrate/replay need to build a pipeline."""
+
+    @property
+    def virtual_clock(self) -> bool:
+        """True: the budget counts emulated compute (cost model); False: wall seconds."""
+        ...
+
+    def validate(self) -> None:
+        """Cheap checks in the driver before any file is written (UserError on bad input)."""
+        ...
+
+    def generator(self, worker: int, run: int) -> GeneratorStage: ...
+
+    def filter(self) -> FilterStage: ...
+
+    def simulator(self, index: int) -> SimulateStage: ...
+
+    def learner(self) -> LearnerStage: ...
+
+    def save_checkpoint(self, path: Path, snapshot: WeightsSnapshot) -> None: ...
+
+
+class ModelScorer:
+    """`Scorer` around a ParticleTransformer: bucketed batched inference (model/predict.py)."""
+
+    def __init__(
+        self, model: ParticleTransformer, device: torch.device, max_particles: int
+    ) -> None:
+        self.model = model
+        self.device = device
+        self.max_particles = max_particles
+
+    def logits(self, batch: EventBatch) -> NDArray[np.floating]:
+        from adaptive_bkg.model.predict import predict_logits
+
+        return predict_logits(
+            self.model,
+            batch,
+            batch_size=1024,
+            device=self.device,
+            max_particles=self.max_particles,
+            autocast_bf16=self.device.type == "cuda",
+        )
+
+    def load_state_dict(self, state: Any) -> None:
+        self.model.load_state_dict(state)
+
+
+@dataclass(frozen=True)
+class DefaultStages:
+    """Pythia generator (or a recorded source), the configured backend, ParT from a checkpoint.
+
+    `source_path`: read events from this file (events or labelled-events) instead of Pythia;
+    with the `replay` backend on the same labelled file this replays a recorded production.
+    """
+
+    cfg: Config
+    skims: tuple[str, ...]
+    learn: bool = True
+    source_path: Path | None = None
+
+    @property
+    def virtual_clock(self) -> bool:
+        return self.cfg.backend.name != "external" and self.cfg.backend.clock == "virtual"
+
+    @cached_property
+    def checkpoint_path(self) -> Path:
+        if self.cfg.model.checkpoint is not None:
+            return Path(self.cfg.model.checkpoint)
+        from adaptive_bkg.checkpoints import default_checkpoint
+
+        return Path(default_checkpoint(self.cfg.model.preset))
+
+    @cached_property
+    def cost_model(self) -> CostModel | None:
+        if self.cfg.backend.name == "external":
+            return None  # real compute: measured wall times
+        from adaptive_bkg.backends.emulator.cost import CostModel
+
+        return CostModel.from_config(self.cfg.backend)
+
+    def _device(self) -> torch.device:
+        from adaptive_bkg.model.predict import resolve_device
+
+        return resolve_device(self.cfg.model.device)
+
+    def _load(self, device: torch.device | str = "cpu") -> LoadedModel:
+        from adaptive_bkg.model.checkpoint import load_checkpoint
+        from adaptive_bkg.model.part import preset
+
+        return load_checkpoint(
+            self.checkpoint_path,
+            skims=self.skims,
+            new_head_skims_ok=True,
+            expect_config=preset(self.cfg.model.preset),
+            device=device,
+        )
+
+    @cached_property
+    def _skeleton(self) -> ParticleTransformer:
+        """A CPU model of the right shape, to turn snapshots into checkpoint files."""
+        return self._load().model
+
+    def validate(self) -> None:
+        from adaptive_bkg.backends import resolve_skim
+        from adaptive_bkg.sampling import make_policy
+
+        for skim in self.skims:
+            resolve_skim(skim)
+        make_policy(self.cfg.policy, self.skims)
+        self._device()
+        self._load()  # wrong or missing checkpoint -> UserError now, before any file exists
+
+    def _times(self) -> MeanTimes:
+        if self.cost_model is None:
+            return MeanTimes(1e-3, 1e-3, 1e-1)  # only a prior: replaced by measured means
+        return MeanTimes(*self.cost_model.mean_times)
+
+    def generator(self, worker: int, run: int) -> GeneratorStage:
+        source: EventSource
+        if self.source_path is not None:
+            from adaptive_bkg.replay import FileSource
+
+            source = FileSource(self.source_path)
+        else:
+            from adaptive_bkg.generators.pythia import PythiaGenerator
+
+            source = PythiaGenerator(self.cfg.generator, worker=worker, run=run)
+        cost = self.cost_model.fast_cost if self.cost_model is not None else None
+        return GeneratorStage(source, fast_cost=cost)
+
+    def filter(self) -> FilterStage:
+        torch.set_num_threads(max(1, int(self.cfg.ray.filter_cpus)))
+        device = self._device()
+        scorer = ModelScorer(self._load(device).model, device, self.cfg.model.max_particles)
+        nn_cost = self.cost_model.nn_cost if self.cost_model is not None else None
+        return FilterStage(
+            scorer,
+            self.skims,
+            seed=self.cfg.run.seed,
+            nn_cost=nn_cost,
+            probe_size=self.cfg.run.probe_events,
+        )
+
+    def simulator(self, index: int) -> SimulateStage:
+        from adaptive_bkg.backends import make_backend
+
+        # Same backend seed in every simulator: an event's flags must not depend on which
+        # actor simulated it (the emulator's flags are deterministic per seed and event id).
+        return SimulateStage(make_backend(self.cfg.backend, self.skims), self.skims)
+
+    def learner(self) -> LearnerStage:
+        from adaptive_bkg.model.predict import predict_logits
+        from adaptive_bkg.sampling import make_policy
+        from adaptive_bkg.training import Trainer
+
+        torch.set_num_threads(max(1, int(self.cfg.ray.learner_cpus)))
+        torch.manual_seed(self.cfg.learner.seed)  # the new head's initialisation
+        device = self._device()
+        model = self._load(device).model
+        trainer = Trainer(
+            model,
+            self.cfg.learner,
+            device,
+            self.cfg.model.max_particles,
+            backbone_lr_factor=self.cfg.learner.backbone_lr_factor,
+            p_min=self.cfg.policy.p_min,
+        )
+        max_particles = self.cfg.model.max_particles
+
+        def score(batch: EventBatch) -> NDArray[np.floating]:
+            logits = predict_logits(model, batch, 1024, device, max_particles)
+            model.train()
+            return logits
+
+        return LearnerStage(
+            trainer,
+            score,
+            make_policy(self.cfg.policy, self.skims),
+            self.skims,
+            self.cfg.learner,
+            self._times(),
+            learn=self.learn,
+            seed=self.cfg.run.seed,
+        )
+
+    def save_checkpoint(self, path: Path, snapshot: WeightsSnapshot) -> None:
+        from adaptive_bkg.model.checkpoint import save_checkpoint
+
+        if snapshot.state_dict is None:
+            raise ValueError("save_checkpoint needs a snapshot with weights")
+        model = self._skeleton
+        model.load_state_dict(snapshot.state_dict)
+        save_checkpoint(
+            path,
+            model,
+            extra={
+                "version": snapshot.version,
+                "policy": json.dumps(snapshot.policy_state.to_dict()),
+                "preset": self.cfg.model.preset,
+            },
+        )
+
+
+def make_factory(cfg: Config, skims: tuple[str, ...], learn: bool) -> StageFactory:
+    """The configured factory: `run.stages` = "default" or an import path module:Factory."""
+    if cfg.run.stages == "default":
+        return DefaultStages(cfg, skims, learn)
+    from adaptive_bkg.backends import load_object
+
+    factory_cls: Callable[..., StageFactory] = load_object(cfg.run.stages, "stage factory")
+    if not callable(factory_cls):
+        raise UserError(
+            f"stage factory '{cfg.run.stages}' is not a class taking (cfg, skims, learn)"
+        )
+    return factory_cls(cfg, skims, learn)

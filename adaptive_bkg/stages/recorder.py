@@ -1,0 +1,309 @@
+"""Recorder stage: one Parquet row per GENERATED event, deduplicated, plus running statistics.
+
+Columns of `records/part-*.parquet` (kind "run-records", schema version 1):
+
+    event_id uint64, bkg_type int8, model_version int32,
+    q_<skim> float64 per skim (calibrated pass probability from the deciding model),
+    q float64 = max over skims of q_<skim> (the skim-combined score; p = max_s p_s likewise),
+    p float64 (keep probability), kept bool, weight float64 (1/p if kept else 0),
+    cost_fast_s, cost_nn_s, cost_slow_s float64 (cost_slow_s = 0 if not kept),
+    pass_<skim> bool per skim (null when not kept: the label is unknown).
+
+Delivery between stages is at-least-once (Ray retries), so rows are deduplicated by event_id
+(a compact interval set: ids are consecutive within a generator batch). The recorder can be
+restarted on an existing records folder: it re-reads the ids and sums already written and
+continues the shard numbering, so counts still reconcile (generated = kept + discarded).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from numpy.typing import NDArray
+
+from adaptive_bkg import parquet_io
+from adaptive_bkg.errors import UserError
+from adaptive_bkg.metrics import RunAccumulator, RunSummary, SkimSummary
+from adaptive_bkg.stages.types import RecordBatch
+
+RECORDS_KIND = "run-records"
+RECORDS_SCHEMA_VERSION = 1
+RECORDS_DIR = "records"
+SUMMARY_FILE = "summary.json"
+
+
+def records_schema(skims: tuple[str, ...]) -> pa.Schema:
+    fields = [
+        pa.field("event_id", pa.uint64(), nullable=False),
+        pa.field("bkg_type", pa.int8(), nullable=False),
+        pa.field("model_version", pa.int32(), nullable=False),
+        *[pa.field(f"q_{s}", pa.float64(), nullable=False) for s in skims],
+        pa.field("q", pa.float64(), nullable=False),
+        pa.field("p", pa.float64(), nullable=False),
+        pa.field("kept", pa.bool_(), nullable=False),
+        pa.field("weight", pa.float64(), nullable=False),
+        pa.field("cost_fast_s", pa.float64(), nullable=False),
+        pa.field("cost_nn_s", pa.float64(), nullable=False),
+        pa.field("cost_slow_s", pa.float64(), nullable=False),
+        *[pa.field(f"pass_{s}", pa.bool_(), nullable=True) for s in skims],
+    ]
+    return parquet_io.with_kind(
+        pa.schema(fields), RECORDS_KIND, RECORDS_SCHEMA_VERSION, {"skims": ",".join(skims)}
+    )
+
+
+def records_to_table(records: RecordBatch, schema: pa.Schema) -> pa.Table:
+    d = records.decisions
+    kept = d.kept
+    columns: dict[str, pa.Array] = {
+        "event_id": pa.array(d.event_id, pa.uint64()),
+        "bkg_type": pa.array(d.bkg_type, pa.int8()),
+        "model_version": pa.array(d.model_version, pa.int32()),
+    }
+    for k, skim in enumerate(d.skims):
+        columns[f"q_{skim}"] = pa.array(d.q[:, k], pa.float64())
+    columns["q"] = pa.array(d.q.max(axis=1) if d.q.shape[1] else np.zeros(len(d)), pa.float64())
+    columns["p"] = pa.array(d.p, pa.float64())
+    columns["kept"] = pa.array(kept, pa.bool_())
+    columns["weight"] = pa.array(np.where(kept, 1.0 / d.p, 0.0), pa.float64())
+    columns["cost_fast_s"] = pa.array(d.cost_fast_s, pa.float64())
+    columns["cost_nn_s"] = pa.array(d.cost_nn_s, pa.float64())
+    columns["cost_slow_s"] = pa.array(records.cost_slow_s, pa.float64())
+    for k, skim in enumerate(d.skims):
+        columns[f"pass_{skim}"] = pa.array(records.passed[:, k], pa.bool_(), mask=~kept)
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+class EventIdSet:
+    """Set of uint64 ids stored as sorted, disjoint half-open intervals [start, end)."""
+
+    def __init__(self) -> None:
+        self.starts = np.zeros(0, dtype=np.uint64)
+        self.ends = np.zeros(0, dtype=np.uint64)
+
+    def __len__(self) -> int:
+        return int((self.ends - self.starts).sum())
+
+    def contains(self, ids: NDArray[np.uint64]) -> NDArray[np.bool_]:
+        ids = np.asarray(ids, dtype=np.uint64)
+        idx = np.searchsorted(self.starts, ids, side="right") - 1
+        safe = np.maximum(idx, 0)
+        return np.asarray((idx >= 0) & (ids < self.ends[safe] if self.ends.size else False))
+
+    def add(self, ids: NDArray[np.uint64]) -> None:
+        ids = np.unique(np.asarray(ids, dtype=np.uint64))
+        if ids.size == 0:
+            return
+        breaks = np.flatnonzero(np.diff(ids) != 1) + 1
+        starts = np.concatenate([self.starts, ids[np.r_[0, breaks]]])
+        ends = np.concatenate([self.ends, ids[np.r_[breaks - 1, ids.size - 1]] + np.uint64(1)])
+        order = np.argsort(starts, kind="stable")
+        starts, ends = starts[order], ends[order]
+        # Coalesce overlapping or touching intervals: a new interval opens where its start
+        # exceeds every end before it.
+        running_end = np.maximum.accumulate(ends)
+        opens = np.r_[True, starts[1:] > running_end[:-1]]
+        group = np.cumsum(opens) - 1
+        self.starts = starts[opens]
+        self.ends = np.zeros(self.starts.size, dtype=np.uint64)
+        np.maximum.at(self.ends, group, ends)
+
+
+@dataclass(frozen=True)
+class RecorderStatus:
+    """Running totals after a `record` call (small: travels to the driver every batch)."""
+
+    n_generated: int
+    n_kept: int
+    n_duplicates: int
+    n_batches: int
+    total_cost_s: float
+    summary: RunSummary
+
+
+def _pass_flags(table: pa.Table, skims: tuple[str, ...]) -> NDArray[np.bool_]:
+    flags = np.zeros((table.num_rows, len(skims)), dtype=np.bool_)
+    for k, skim in enumerate(skims):
+        flags[:, k] = pc.fill_null(table.column(f"pass_{skim}"), False).to_numpy()
+    return flags
+
+
+def _add_table(acc: RunAccumulator, table: pa.Table) -> None:
+    acc.add(
+        kept=table.column("kept").to_numpy(),
+        p=table.column("p").to_numpy(),
+        flags=_pass_flags(table, acc.skims),
+        cost_fast=table.column("cost_fast_s").to_numpy(),
+        cost_nn=table.column("cost_nn_s").to_numpy(),
+        cost_slow=table.column("cost_slow_s").to_numpy(),
+    )
+
+
+def records_skims(records_dir: Path) -> tuple[str, ...]:
+    files = parquet_io.checked_files(records_dir, RECORDS_KIND, RECORDS_SCHEMA_VERSION)
+    meta = files[0][1].schema_arrow.metadata or {}
+    raw = meta.get(b"adaptive_bkg.skims", b"").decode()
+    return tuple(s for s in raw.split(",") if s)
+
+
+class RecorderStage:
+    """Writes records (sharded, crash-safe), deduplicates, keeps the RunAccumulator."""
+
+    def __init__(
+        self,
+        records_dir: Path,
+        skims: tuple[str, ...],
+        row_group_size: int = 10_000,
+        flush_every_s: float = 5.0,
+    ) -> None:
+        self.records_dir = Path(records_dir)
+        self.skims = tuple(skims)
+        self.schema = records_schema(self.skims)
+        self.accumulator = RunAccumulator(self.skims)
+        self.seen = EventIdSet()
+        self.n_duplicates = 0
+        self.n_batches = 0
+        self.flush_every_s = flush_every_s
+        self._last_flush = time.monotonic()
+        first_shard = self._resume()
+        self.writer = parquet_io.ShardedParquetWriter(
+            self.records_dir,
+            self.schema,
+            row_group_size=row_group_size,
+            keep_shards=True,
+            first_shard=first_shard,
+        )
+
+    def _resume(self) -> int:
+        """Re-read shards already in the folder (a restarted recorder); next shard number."""
+        shards = sorted(self.records_dir.glob("part-*.parquet"))
+        if not shards:
+            return 0
+        if records_skims(self.records_dir) != self.skims:
+            raise UserError(f"{self.records_dir} holds records of other skims; use a new --out")
+        for table in parquet_io.iter_row_groups(
+            self.records_dir, RECORDS_KIND, RECORDS_SCHEMA_VERSION
+        ):
+            self.seen.add(table.column("event_id").to_numpy())
+            _add_table(self.accumulator, table)
+        return int(shards[-1].stem.split("-")[1]) + 1
+
+    def record(self, records: RecordBatch) -> RecorderStatus:
+        ids = records.decisions.event_id
+        # Unique within the batch, and not written before.
+        _, first = np.unique(ids, return_index=True)
+        fresh = np.zeros(len(ids), dtype=np.bool_)
+        fresh[first] = True
+        fresh &= ~self.seen.contains(ids)
+        self.n_duplicates += int((~fresh).sum())
+        self.n_batches += 1
+        if fresh.any():
+            idx = np.flatnonzero(fresh)
+            if idx.size < len(ids):
+                d = records.decisions.take(idx)
+                records = RecordBatch(d, records.passed[idx], records.cost_slow_s[idx])
+            self.writer.write(records_to_table(records, self.schema))
+            self.seen.add(records.decisions.event_id)
+            d = records.decisions
+            self.accumulator.add(
+                d.kept, d.p, records.passed, d.cost_fast_s, d.cost_nn_s, records.cost_slow_s
+            )
+        if time.monotonic() - self._last_flush > self.flush_every_s:
+            self.flush()
+        return self.status()
+
+    def flush(self) -> None:
+        self.writer.flush()
+        self._last_flush = time.monotonic()
+
+    def status(self) -> RecorderStatus:
+        acc = self.accumulator
+        return RecorderStatus(
+            n_generated=acc.n_generated,
+            n_kept=acc.n_kept,
+            n_duplicates=self.n_duplicates,
+            n_batches=self.n_batches,
+            total_cost_s=acc.total_cost_s,
+            summary=acc.summary(),
+        )
+
+    def close(self) -> RecorderStatus:
+        self.writer.close()
+        return self.status()
+
+
+# ---------------------------------------------------------------------------------------------
+def summarize_records(run_dir: Path) -> RunSummary:
+    """Recompute the run summary from `run_dir/records` alone (must equal summary.json)."""
+    records_dir = Path(run_dir) / RECORDS_DIR
+    acc = RunAccumulator(records_skims(records_dir))
+    for table in parquet_io.iter_row_groups(records_dir, RECORDS_KIND, RECORDS_SCHEMA_VERSION):
+        _add_table(acc, table)
+    return acc.summary()
+
+
+def summarize_by_version(run_dir: Path) -> dict[int, RunSummary]:
+    """One summary per model version over the events that version decided on."""
+    records_dir = Path(run_dir) / RECORDS_DIR
+    skims = records_skims(records_dir)
+    per_version: dict[int, RunAccumulator] = {}
+    for table in parquet_io.iter_row_groups(records_dir, RECORDS_KIND, RECORDS_SCHEMA_VERSION):
+        versions = table.column("model_version").to_numpy()
+        for version in np.unique(versions):
+            part = table.filter(pa.array(versions == version))
+            _add_table(per_version.setdefault(int(version), RunAccumulator(skims)), part)
+    return {v: acc.summary() for v, acc in sorted(per_version.items())}
+
+
+def read_records(run_dir: Path, columns: list[str] | None = None) -> pa.Table:
+    return parquet_io.read_table(
+        Path(run_dir) / RECORDS_DIR, RECORDS_KIND, RECORDS_SCHEMA_VERSION, columns
+    )
+
+
+def summary_to_json(summary: RunSummary, extra: dict[str, Any] | None = None) -> str:
+    """summary.json text: the RunSummary fields at top level, run facts under "run"."""
+    data = summary.to_dict()
+    data["run"] = extra or {}
+    return json.dumps(data, indent=2, allow_nan=True)
+
+
+def load_summary(path: Path) -> RunSummary:
+    """Rebuild the typed RunSummary from a summary.json."""
+    data = json.loads(Path(path).read_text())
+    data.pop("run", None)
+
+    def quantiles(raw: list[list[float]]) -> tuple[tuple[float, float], ...]:
+        return tuple((float(q), float(v)) for q, v in raw)
+
+    skims = {
+        name: SkimSummary(**{**s, "weight_quantiles": quantiles(s["weight_quantiles"])})
+        for name, s in data.pop("skims").items()
+    }
+    data["weight_quantiles"] = quantiles(data["weight_quantiles"])
+    return RunSummary(skims=skims, **data)
+
+
+def summaries_close(a: RunSummary, b: RunSummary, rel: float = 1e-9) -> bool:
+    """Equal counts and floats equal to `rel` (sums taken in a different batch order)."""
+
+    def close(x: Any, y: Any) -> bool:
+        if isinstance(x, dict):
+            return x.keys() == y.keys() and all(close(x[k], y[k]) for k in x)
+        if isinstance(x, list | tuple):
+            return len(x) == len(y) and all(close(u, v) for u, v in zip(x, y, strict=True))
+        if isinstance(x, float) or isinstance(y, float):
+            if math.isnan(x) and math.isnan(y):
+                return True
+            return math.isclose(x, y, rel_tol=rel, abs_tol=1e-12)
+        return bool(x == y)
+
+    return close(a.to_dict(), b.to_dict())
