@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import secrets
+import socket
 from typing import Any
 
 import ray
@@ -46,12 +47,31 @@ RESTARTABLE = {"max_restarts": -1, "max_task_retries": -1}
 MIB = 1024 * 1024
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on an unreachable host:port: Ray itself retries for minutes before giving up."""
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UserError(
+            f"bad Ray address '{address}': use auto, host:port or ray://host:port (docs/cluster.md)"
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(
+            f"cannot reach the Ray cluster at '{address}' ({exc.strerror or exc}); start one with "
+            "`ray start --head` (docs/cluster.md) or leave out --address"
+        ) from None
+
+
 def init_ray(address: str | None, num_cpus: int | None, object_store_mb: int) -> bool:
     """Connect to (or start) Ray; True if this call started it (and should shut it down)."""
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # at run time only, never at import
     if address:  # an existing cluster: resources are the cluster's
+        check_reachable(address)
         try:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as exc:
