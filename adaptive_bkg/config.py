@@ -226,6 +226,9 @@ class LearnerConfig(Section):
     validation_fraction: float = Field(default=0.1, ge=0, lt=1)
     publish_every_steps: int = Field(default=20, gt=0)
     publish_every_s: float = Field(default=30.0, gt=0)
+    new_head_pass_rate: float = Field(
+        default=0.01, gt=0, lt=1, description="prior pass rate a new skim head starts from"
+    )
     # Offline training (adaptive-bkg pretrain / finetune; adaptive_bkg/training.py).
     epochs: int = Field(default=3, gt=0, description="passes over the training set")
     weight_decay: float = Field(default=0.01, ge=0, description="AdamW decoupled weight decay")

@@ -125,14 +125,29 @@ class DefaultStages:
     def _load(self, device: torch.device | str = "cpu") -> LoadedModel:
         from adaptive_bkg.model.checkpoint import load_checkpoint
         from adaptive_bkg.model.part import preset
+        from adaptive_bkg.training import init_heads_from_prior
 
-        return load_checkpoint(
+        loaded = load_checkpoint(
             self.checkpoint_path,
             skims=self.skims,
             new_head_skims_ok=True,
             expect_config=preset(self.cfg.model.preset),
             device=device,
         )
+        # A head for a skim the checkpoint never saw starts at the prior (zero weights, bias =
+        # logit of the expected pass rate), identically in every actor: random heads rank
+        # sub-percent skims worse than random for hundreds of steps (docs/training.md).
+        new = [s for s in self.skims if s not in self._pretrained_skims]
+        if new:
+            prior = self.cfg.learner.new_head_pass_rate
+            init_heads_from_prior(loaded.model, rates=[prior] * len(self.skims), skims=new)
+        return loaded
+
+    @cached_property
+    def _pretrained_skims(self) -> tuple[str, ...]:
+        from adaptive_bkg.model.checkpoint import load_checkpoint
+
+        return load_checkpoint(self.checkpoint_path).skims
 
     @cached_property
     def _skeleton(self) -> ParticleTransformer:
