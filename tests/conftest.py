@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -113,3 +113,15 @@ def events_by_type() -> dict[str, EventBatch]:
         t: generate_events(cfg, 2000, worker=i, types=[t])
         for i, t in enumerate(("charged", "ccbar", "uubar", "taupair"))
     }
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Tiny tensors: a second intra-op thread only adds sync cost (and, on a shared machine,
+    waits for a busy core). Restored afterwards so other test modules keep their setting."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -30,15 +29,7 @@ from adaptive_bkg.model.features import (
 )
 from adaptive_bkg.model.synthetic import synthetic_events
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny tensors: a second intra-op thread only adds sync cost (and, on a shared machine,
-    waits for a busy core). Restored afterwards so other test modules keep their setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def hand_event(particles: list[tuple[int, int, float, float, float, float]]) -> EventBatch:

@@ -4,7 +4,6 @@ and calibration recovered by importance weights after filtering."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -23,15 +22,7 @@ from adaptive_bkg.model.losses import (
     speedup_loss,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny tensors: a second intra-op thread only adds sync cost (and, on a shared machine,
-    waits for a busy core). Restored afterwards so other test modules keep their setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
+from model_helpers import TINY
 
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.events import EventBatch
@@ -16,21 +15,9 @@ from adaptive_bkg.model.part import PRESETS, PartConfig, ParticleTransformer, pr
 from adaptive_bkg.model.predict import predict_logits, predict_q, resolve_device
 from adaptive_bkg.model.synthetic import synthetic_events
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny tensors: a second intra-op thread only adds sync cost (and, on a shared machine,
-    waits for a busy core). Restored afterwards so other test modules keep their setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-TINY = PartConfig(
-    dim=32, heads=4, particle_blocks=2, class_blocks=1, mlp_ratio=2, embed_hidden=32,
-    pair_hidden=8, pair_layers=1,
-)  # fmt: skip
 SKIMS = ("fei-hadronic", "tau-generic", "dstar-d0pi")
 # float32 through a few attention blocks: results that should be equal differ by rounding only
 ATOL = 1e-5

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,31 +9,20 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from model_helpers import TINY
 from typer.testing import CliRunner
 
 from adaptive_bkg.cli import app
 from adaptive_bkg.events import pad_events
 from adaptive_bkg.model.checkpoint import save_checkpoint
 from adaptive_bkg.model.onnx_export import export_onnx
-from adaptive_bkg.model.part import PartConfig, ParticleTransformer
+from adaptive_bkg.model.part import ParticleTransformer
 from adaptive_bkg.model.predict import predict_logits
 from adaptive_bkg.model.synthetic import synthetic_events
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny tensors: a second intra-op thread only adds sync cost (and, on a shared machine,
-    waits for a busy core). Restored afterwards so other test modules keep their setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-TINY = PartConfig(
-    dim=32, heads=4, particle_blocks=2, class_blocks=1, mlp_ratio=2, embed_hidden=32,
-    pair_hidden=8, pair_layers=1,
-)  # fmt: skip
 SKIMS = ("jpsi-ll", "tau-3prong")
 
 
