@@ -331,17 +331,7 @@ class RunAccumulator:
         """Add another accumulator's sums into this one; returns self."""
         if other.skims != self.skims:
             raise ValueError(f"cannot merge accumulators for skims {other.skims} and {self.skims}")
-        for name in (
-            "n_generated",
-            "n_kept",
-            "sum_p",
-            "cost_fast_s",
-            "cost_nn_s",
-            "cost_slow_s",
-            "sum_w_cost_slow",
-            "sum_w_kept",
-            "sum_w2_kept",
-        ):
+        for name in self._SUMS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.max_w_kept = max(self.max_w_kept, other.max_w_kept)
         self.hist_kept = self.hist_kept + other.hist_kept
@@ -410,7 +400,7 @@ class RunAccumulator:
         )
 
     # -- persistence --------------------------------------------------------------------------
-    _SCALARS = (
+    _SUMS = (  # scalars that merge by addition
         "n_generated",
         "n_kept",
         "sum_p",
@@ -420,8 +410,8 @@ class RunAccumulator:
         "sum_w_cost_slow",
         "sum_w_kept",
         "sum_w2_kept",
-        "max_w_kept",
     )
+    _SCALARS = (*_SUMS, "max_w_kept")
     _ARRAYS = ("hist_kept", "sum_w", "sum_w2", "n_pass_kept", "max_w", "hist")
 
     def to_dict(self) -> dict[str, Any]:
