@@ -417,7 +417,7 @@ def label(
 
 
 def _render_training(run: Any) -> None:
-    """Rich table of a `training.TrainRun` (typed Any: training imports torch lazily)."""
+    """Rich table of a `recipes.TrainRun` (typed Any: recipes imports torch lazily)."""
     import math
 
     from rich.table import Table
@@ -505,7 +505,7 @@ def pretrain_command(
     set_: SetOption = None,
 ) -> None:
     """Pretrain a model: multi-skim on labelled events, or self-supervised on events."""
-    from adaptive_bkg.training import pretrain, pretrain_masked_pdg
+    from adaptive_bkg.recipes import pretrain, pretrain_masked_pdg
 
     cfg = resolve_config(config, _training_overrides(set_, epochs, loss, seed, preset))
     if max_events is not None and max_events <= 0:
@@ -570,7 +570,7 @@ def finetune_command(
     set_: SetOption = None,
 ) -> None:
     """Fine-tune a checkpoint for new skims (new heads): full, head-only or from scratch."""
-    from adaptive_bkg.training import finetune
+    from adaptive_bkg.recipes import finetune
 
     cfg = resolve_config(config, _training_overrides(set_, epochs, loss, seed, preset))
     skims = _split_skims(skim) or []

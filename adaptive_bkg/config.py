@@ -229,7 +229,7 @@ class LearnerConfig(Section):
     new_head_pass_rate: float = Field(
         default=0.01, gt=0, lt=1, description="prior pass rate a new skim head starts from"
     )
-    # Offline training (adaptive-bkg pretrain / finetune; adaptive_bkg/training.py).
+    # Offline training (adaptive-bkg pretrain / finetune; training.py, recipes.py).
     epochs: int = Field(default=3, gt=0, description="passes over the training set")
     weight_decay: float = Field(default=0.01, ge=0, description="AdamW decoupled weight decay")
     grad_clip: float = Field(default=1.0, gt=0, description="max global gradient norm")
