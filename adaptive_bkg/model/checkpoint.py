@@ -82,9 +82,10 @@ def _read_payload(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load on arbitrary bytes raises almost anything (KeyError...)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # torch's own messages run to paragraphs about weights_only; the type says enough.
         raise UserError(
-            f"{path} is not an adaptive-bkg checkpoint ({type(exc).__name__}: {first[:120]})"
+            f"{path} is not an adaptive-bkg checkpoint (torch.load failed: {type(exc).__name__}); "
+            "give a .pt written by pretrain, finetune or run"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not an adaptive-bkg checkpoint (no '{FORMAT}' header)")
