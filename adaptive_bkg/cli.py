@@ -608,7 +608,8 @@ def skims_command(
         list[str] | None, typer.Option("--skim", help="Only these skims (repeatable).")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Also write the table as markdown.")
+        Path | None,
+        typer.Option("--out", "-o", help="Also write the table: .json, else markdown."),
     ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
@@ -623,16 +624,25 @@ def skims_command(
         overrides.append(f"generator.seed={seed}")
     cfg = resolve_config(config, overrides)
     chosen = get_skims(skim or cfg.backend.skims)
+    from adaptive_bkg.backends.emulator.retention import measure_retention, reference_retention
+
     if not measure:
+        reference = reference_retention()
+        measured = dict(zip(reference.skims, reference.weighted, strict=True)) if reference else {}
         listing = Table(title="emulator skims")
-        for name in ("skim", "approximates", "selection"):
-            listing.add_column(name)
+        for name in ("skim", "approximates", "selection", "retention %"):
+            listing.add_column(name, justify="right" if name == "retention %" else "left")
         for s in chosen:
             held = " (held out)" if s.name in HELD_OUT_SKIMS else ""
-            listing.add_row(s.name + held, s.approximates, s.description)
+            rate = f"{100 * measured[s.name]:.2f}" if s.name in measured else "-"
+            listing.add_row(s.name + held, s.approximates, s.description, rate)
+        if reference:
+            listing.caption = (
+                f"retention: cross-section-weighted, {reference.n_events[0]:,} events per type "
+                "(--measure for the table per background type)"
+            )
         console.print(listing)
         return
-    from adaptive_bkg.backends.emulator.retention import measure_retention
 
     with err_console.status(f"generating and emulating {events} events per type"):
         result = measure_retention(cfg, events, skim or cfg.backend.skims)
@@ -652,7 +662,7 @@ def skims_command(
     )
     Console(width=max(console.width, 130)).print(table)  # wide: one column per type
     if out is not None:
-        out.write_text(result.to_markdown())
+        out.write_text(result.to_json() if out.suffix == ".json" else result.to_markdown())
         console.print(f"wrote {out}")
 
 

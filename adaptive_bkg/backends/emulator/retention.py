@@ -7,9 +7,11 @@ b2skim-stats-print definition); the total weights the types by their cross secti
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
@@ -41,6 +43,45 @@ class RetentionTable:
         lines.append("")
         lines.append(f"Retention in %; events per type: {n}.")
         return "\n".join(lines) + "\n"
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "skims": list(self.skims),
+                "types": list(self.types),
+                "n_events": list(self.n_events),
+                "retention": self.retention.tolist(),
+                "weighted": self.weighted.tolist(),
+                "weighted_error": self.weighted_error.tolist(),
+                "emulator_events_per_s": self.emulator_events_per_s,
+            },
+            indent=1,
+        )
+
+    @staticmethod
+    def from_json(text: str) -> RetentionTable:
+        data = json.loads(text)
+        return RetentionTable(
+            skims=tuple(data["skims"]),
+            types=tuple(data["types"]),
+            n_events=tuple(data["n_events"]),
+            retention=np.asarray(data["retention"], dtype=np.float64),
+            weighted=np.asarray(data["weighted"], dtype=np.float64),
+            weighted_error=np.asarray(data["weighted_error"], dtype=np.float64),
+            emulator_events_per_s=float(data["emulator_events_per_s"]),
+        )
+
+
+REFERENCE_PATH = Path(__file__).with_name("retention_reference.json")
+"""Retention measured with `adaptive-bkg skims --measure -n 20000 --seed 1 --out <this file>`;
+shown by plain `adaptive-bkg skims`. tests/test_skims.py checks it still matches the emulator."""
+
+
+def reference_retention() -> RetentionTable | None:
+    """The shipped reference table, or None if it is missing (e.g. a trimmed install)."""
+    if not REFERENCE_PATH.is_file():
+        return None
+    return RetentionTable.from_json(REFERENCE_PATH.read_text())
 
 
 def _percent(x: float) -> str:
