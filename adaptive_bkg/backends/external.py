@@ -50,7 +50,8 @@ def empty_result(n_skims: int) -> SimResult:
     )
 
 
-def _show(ids: NDArray[np.uint64]) -> str:
+def show_ids(ids: NDArray[np.uint64]) -> str:
+    """The first few ids of `ids` for an error message, and how many more there are."""
     shown = ", ".join(str(int(i)) for i in ids[:_SHOWN_IDS])
     return shown + (f" and {len(ids) - _SHOWN_IDS} more" if len(ids) > _SHOWN_IDS else "")
 
@@ -67,13 +68,13 @@ def align_labels(
     sorted_ids = ids[order]
     duplicated = np.unique(sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]])
     if len(duplicated):
-        raise UserError(f"{what}: duplicate event ids {_show(duplicated)}")
+        raise UserError(f"{what}: duplicate event ids {show_ids(duplicated)}")
     missing = np.setdiff1d(expected_ids, sorted_ids)
     if len(missing):
-        raise UserError(f"{what}: no labels for event ids {_show(missing)}")
+        raise UserError(f"{what}: no labels for event ids {show_ids(missing)}")
     extra = np.setdiff1d(sorted_ids, expected_ids)
     if len(extra):
-        raise UserError(f"{what}: labels for event ids that were not sent: {_show(extra)}")
+        raise UserError(f"{what}: labels for event ids that were not sent: {show_ids(extra)}")
     position = order[np.searchsorted(sorted_ids, expected_ids)]
     return SimResult(expected_ids.copy(), flags[position], cost_s[position])
 

@@ -22,16 +22,21 @@ from numpy.typing import NDArray
 
 from adaptive_bkg import parquet_io
 from adaptive_bkg.backends.emulator.cost import make_clock
-from adaptive_bkg.backends.external import empty_result
+from adaptive_bkg.backends.external import empty_result, show_ids
 from adaptive_bkg.config import BackendConfig
+from adaptive_bkg.datasets import (
+    COST_COLUMN,
+    LABELLED_KIND,
+    LABELLED_SCHEMA_VERSION,
+    PASS_PREFIX,
+    labelled_skims,
+)
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.events import EventBatch
 from adaptive_bkg.interfaces import SimResult, SimulationBackend
 
 LABELS_KIND = "labels"
 LABELS_SCHEMA_VERSION = 1
-PASS_PREFIX = "pass_"
-_SHOWN_IDS = 5
 
 
 def labels_schema(skims: Sequence[str]) -> pa.Schema:
@@ -41,7 +46,7 @@ def labels_schema(skims: Sequence[str]) -> pa.Schema:
                 pa.field("event_id", pa.uint64(), nullable=False),
                 pa.field("bkg_type", pa.int8(), nullable=False),
                 *[pa.field(PASS_PREFIX + s, pa.bool_(), nullable=False) for s in skims],
-                pa.field("cost_slow_s", pa.float64(), nullable=False),
+                pa.field(COST_COLUMN, pa.float64(), nullable=False),
             ]
         ),
         LABELS_KIND,
@@ -78,7 +83,7 @@ def record_labels(
                     PASS_PREFIX + s: pa.array(result.flags[:, j], pa.bool_())
                     for j, s in enumerate(skims)
                 },
-                "cost_slow_s": pa.array(result.cost_s, pa.float64()),
+                COST_COLUMN: pa.array(result.cost_s, pa.float64()),
             }
             writer.write(pa.Table.from_pydict(columns, schema=schema))
             n_events += len(batch)
@@ -86,27 +91,26 @@ def record_labels(
     return RecordedLabels(Path(out), n_events, skims, tuple(int(k) for k in n_pass))
 
 
-def _replayable_kind(path: Path) -> tuple[str, int]:
-    """`labels`, or a `labelled-events` training set (same label columns plus particles, which
-    the column projection below never reads); UserError naming the expected kind otherwise."""
+def _replayable_kind(path: Path) -> tuple[str, int, tuple[str, ...]]:
+    """(kind, version, skims) of a `labels` file or of a `labelled-events` training set (same
+    label columns plus particles, which the column projection below never reads); UserError
+    naming the expected kind otherwise."""
     try:
-        parquet_io.checked_files(Path(path), LABELS_KIND, LABELS_SCHEMA_VERSION)
-        return LABELS_KIND, LABELS_SCHEMA_VERSION
+        files = parquet_io.checked_files(Path(path), LABELS_KIND, LABELS_SCHEMA_VERSION)
     except UserError as not_labels:
-        from adaptive_bkg.datasets import LABELLED_KIND, LABELLED_SCHEMA_VERSION
-
         try:
-            parquet_io.checked_files(Path(path), LABELLED_KIND, LABELLED_SCHEMA_VERSION)
+            skims = labelled_skims(path)
         except UserError:
             raise not_labels from None
-        return LABELLED_KIND, LABELLED_SCHEMA_VERSION
+        return LABELLED_KIND, LABELLED_SCHEMA_VERSION, skims
+    names = files[0][1].schema_arrow.names
+    skims = tuple(n.removeprefix(PASS_PREFIX) for n in names if n.startswith(PASS_PREFIX))
+    return LABELS_KIND, LABELS_SCHEMA_VERSION, skims
 
 
 def recorded_skims(path: Path) -> tuple[str, ...]:
     """Skims held by a labels (or labelled-events) file, from its `pass_<skim>` columns."""
-    kind, version = _replayable_kind(path)
-    names = parquet_io.checked_files(Path(path), kind, version)[0][1].schema_arrow.names
-    return tuple(n.removeprefix(PASS_PREFIX) for n in names if n.startswith(PASS_PREFIX))
+    return _replayable_kind(path)[2]
 
 
 class ReplayBackend:
@@ -119,7 +123,7 @@ class ReplayBackend:
                 "the replay backend needs a labels file: backend.replay.path=labels.parquet "
                 "(write one with adaptive_bkg.backends.replay.record_labels)"
             )
-        available = recorded_skims(path)
+        kind, version, available = _replayable_kind(path)
         chosen = tuple(skims) if skims is not None else (cfg.skims or available)
         absent = [s for s in chosen if s not in available]
         if absent:
@@ -127,8 +131,8 @@ class ReplayBackend:
                 f"labels file {path} has no labels for skims {absent} "
                 f"(it has: {', '.join(available) or 'none'})"
             )
-        columns = ["event_id", *(PASS_PREFIX + s for s in chosen), "cost_slow_s"]
-        table = parquet_io.read_table(path, *_replayable_kind(path), columns)
+        columns = ["event_id", *(PASS_PREFIX + s for s in chosen), COST_COLUMN]
+        table = parquet_io.read_table(path, kind, version, columns)
         ids = table.column("event_id").to_numpy().astype(np.uint64)
         order = np.argsort(ids, kind="stable")
         self._ids: NDArray[np.uint64] = ids[order]
@@ -141,7 +145,7 @@ class ReplayBackend:
         for j, skim in enumerate(chosen):
             flags[:, j] = table.column(PASS_PREFIX + skim).to_numpy(zero_copy_only=False)
         self._flags = flags[order]
-        self._cost = table.column("cost_slow_s").to_numpy().astype(np.float64)[order]
+        self._cost = table.column(COST_COLUMN).to_numpy().astype(np.float64)[order]
         self._skims = chosen
         self._path = Path(path)
         self.clock = make_clock(cfg)
@@ -161,11 +165,9 @@ class ReplayBackend:
         found = np.zeros(len(batch), dtype=np.bool_)
         found[inside] = self._ids[position[inside]] == batch.event_id[inside]
         if not found.all():
-            missing = batch.event_id[~found]
-            shown = ", ".join(str(int(i)) for i in missing[:_SHOWN_IDS])
-            more = f" and {len(missing) - _SHOWN_IDS} more" if len(missing) > _SHOWN_IDS else ""
             raise UserError(
-                f"labels file {self._path} has no labels for event ids {shown}{more} "
+                f"labels file {self._path} has no labels for event ids "
+                f"{show_ids(batch.event_id[~found])} "
                 "(replay the events the file was recorded from)"
             )
         cost = self._cost[position]

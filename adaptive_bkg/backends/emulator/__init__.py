@@ -53,10 +53,6 @@ class EmulatorBackend:
 
     def simulate(self, batch: EventBatch) -> SimResult:
         flags = self.flags(batch)
-        cost = self.cost_model.slow_cost(batch) if len(batch) else np.zeros(0)
+        cost = self.cost_model.slow_cost(batch)  # float64, also for an empty batch
         self.clock.spend(float(cost.sum()))
-        return SimResult(
-            event_id=batch.event_id.copy(),
-            flags=flags,
-            cost_s=cost.astype(np.float64, copy=False),
-        )
+        return SimResult(event_id=batch.event_id.copy(), flags=flags, cost_s=cost)

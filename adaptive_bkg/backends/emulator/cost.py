@@ -39,6 +39,7 @@ import yaml
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from adaptive_bkg.backends.emulator.detector import CHARGED_CODES
 from adaptive_bkg.config import BackendConfig
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.events import BKG_TYPES, CROSS_SECTIONS_NB, EventBatch
@@ -53,9 +54,6 @@ CDC_THETA_DEG = (17.0, 150.0)
 ECL_THETA_DEG = (12.4, 155.1)
 TRACK_MIN_PT_GEV = 0.1
 _NEUTRINOS = np.array([12, 14, 16], dtype=np.int32)
-# |pdg| of charged particles that Pythia leaves undecayed at tau0Max = 10 mm (e, mu, pi, K, p,
-# Sigma-, Sigma+, Xi-, Omega-).
-_CHARGED_STABLE = np.array([11, 13, 211, 321, 2212, 3112, 3222, 3312, 3334], dtype=np.int32)
 
 FEATURES: tuple[str, ...] = ("n_particles", "n_final", "n_tracks", "e_visible_gev")
 """Generator-level features a cost model (and a calibration table) may use."""
@@ -115,7 +113,7 @@ def event_features(batch: EventBatch) -> EventFeatures:
     in_ecl = (theta > ECL_THETA_DEG[0]) & (theta < ECL_THETA_DEG[1])
     in_cdc = (theta > CDC_THETA_DEG[0]) & (theta < CDC_THETA_DEG[1])
     visible = final & in_ecl & ~np.isin(abs_pdg, _NEUTRINOS)
-    track = final & in_cdc & (pt > TRACK_MIN_PT_GEV) & np.isin(abs_pdg, _CHARGED_STABLE)
+    track = final & in_cdc & (pt > TRACK_MIN_PT_GEV) & np.isin(abs_pdg, CHARGED_CODES)
 
     def per_event(weights: NDArray[np.float64] | NDArray[np.bool_]) -> NDArray[np.float64]:
         return np.bincount(event_of, weights=weights, minlength=n).astype(np.float64)

@@ -49,9 +49,11 @@ M_KS, M_LAMBDA, M_PI0, M_NEUTRON = 0.497611, 1.115683, 0.134977, 0.939565  # PDG
 CTAU_CM = {310: 2.6844, 3122: 7.89}  # PDG c·tau
 BR_KS_PIPI, BR_LAMBDA_PPI = 0.692, 0.639  # PDG; the rest goes to the neutral-pion channel
 
-# Charged long-lived particles -> (species used for the detector response, charge of the
+# Charged long-lived particles, i.e. those Pythia leaves undecayed at tau0Max = 10 mm (e, mu,
+# pi, K, p, Sigma-, Sigma+, Xi-, Omega-; sorted: searched with np.searchsorted; the cost model's
+# track count uses them too) -> (species used for the detector response, charge of the
 # positive-pdg particle). Long-lived charged hyperons are treated as pion-like tracks.
-_CHARGED_CODES = np.array([11, 13, 211, 321, 2212, 3112, 3222, 3312, 3334])
+CHARGED_CODES = np.array([11, 13, 211, 321, 2212, 3112, 3222, 3312, 3334])
 _CHARGED_SPECIES = np.array([E, MU, PI, K, P, PI, PI, PI, PI], dtype=np.int8)
 _CHARGED_SIGN = np.array([-1, -1, 1, 1, 1, -1, 1, -1, -1], dtype=np.int8)
 
@@ -345,20 +347,11 @@ def _decay_unstable(parts: _Particles) -> _Particles:
     m_pi, m_p = MASS[PI], MASS[P]
     mass = np.select([is_ks, is_lambda], [M_KS, M_LAMBDA], M_PI0)
     # Daughter 1 / 2: K_S -> pi+ pi- | pi0 pi0;  Lambda -> p pi- | n pi0;  pi0 -> gamma gamma.
-    m1 = np.select(
-        [is_ks & charged, is_ks, is_lambda & charged, is_lambda], [m_pi, M_PI0, m_p, M_NEUTRON], 0.0
-    )
-    m2 = np.select(
-        [is_ks & charged, is_ks, is_lambda & charged, is_lambda], [m_pi, M_PI0, m_pi, M_PI0], 0.0
-    )
-    pdg1 = np.select(
-        [is_ks & charged, is_ks, is_lambda & charged, is_lambda],
-        [211, 111, 2212 * sign, 2112 * sign],
-        22,
-    ).astype(np.int32)
-    pdg2 = np.select(
-        [is_ks & charged, is_ks, is_lambda & charged, is_lambda], [-211, 111, -211 * sign, 111], 22
-    ).astype(np.int32)
+    channel = [is_ks & charged, is_ks, is_lambda & charged, is_lambda]
+    m1 = np.select(channel, [m_pi, M_PI0, m_p, M_NEUTRON], 0.0)
+    m2 = np.select(channel, [m_pi, M_PI0, m_pi, M_PI0], 0.0)
+    pdg1 = np.select(channel, [211, 111, 2212 * sign, 2112 * sign], 22).astype(np.int32)
+    pdg2 = np.select(channel, [-211, 111, -211 * sign, 111], 22).astype(np.int32)
     ctau = np.select([is_ks, is_lambda], [CTAU_CM[310], CTAU_CM[3122]], 0.0)
     v0_uid = np.where(is_ks | is_lambda, parent.uid, parent.v0_parent)
     daughters = _two_body(parent, mass, m1, m2, pdg1, pdg2, ctau, v0_uid)
@@ -399,9 +392,9 @@ def draw_pid(
 
 def _make_tracks(parts: _Particles, params: DetectorParams) -> dict[str, NDArray[np.generic]]:
     """Reconstruct the charged particles; track columns plus internal v0_parent, rho, key."""
-    code_pos = np.searchsorted(_CHARGED_CODES, np.abs(parts.pdg))
-    code_pos = np.minimum(code_pos, len(_CHARGED_CODES) - 1)
-    is_charged = _CHARGED_CODES[code_pos] == np.abs(parts.pdg)
+    code_pos = np.searchsorted(CHARGED_CODES, np.abs(parts.pdg))
+    code_pos = np.minimum(code_pos, len(CHARGED_CODES) - 1)
+    is_charged = CHARGED_CODES[code_pos] == np.abs(parts.pdg)
     ch = parts.select(is_charged)
     code_pos = code_pos[is_charged]
     species = _CHARGED_SPECIES[code_pos]
@@ -423,6 +416,7 @@ def _make_tracks(parts: _Particles, params: DetectorParams) -> dict[str, NDArray
     )
     ch = ch.select(found)
     species, charge, pt, p, theta = species[found], charge[found], pt[found], p[found], theta[found]
+    rho = rho[found]
     beta = p / np.sqrt(p**2 + MASS[species] ** 2)
     sigma = np.hypot(params.pt_resolution_a * pt, params.pt_resolution_b / beta)
     scale = np.maximum(1.0 + sigma * normal(ch.key, S_PT_SMEAR), 0.05)
@@ -440,7 +434,8 @@ def _make_tracks(parts: _Particles, params: DetectorParams) -> dict[str, NDArray
         params.angle_resolution_rad, params.angle_scattering_rad_gev / (p * beta)
     )
     ux, uy, uz = ch.px / p, ch.py / p, ch.pz / p
-    e1x, e1y = -uy / np.maximum(np.hypot(ux, uy), 1e-12), ux / np.maximum(np.hypot(ux, uy), 1e-12)
+    u_perp = np.maximum(np.hypot(ux, uy), 1e-12)
+    e1x, e1y = -uy / u_perp, ux / u_perp
     e2x, e2y, e2z = -uz * e1y, uz * e1x, ux * e1y - uy * e1x  # p_hat x e1
     k1 = sigma_angle * normal(ch.key, S_ANGLE)
     k2 = sigma_angle * normal(ch.key, S_ANGLE + 1)
@@ -465,7 +460,7 @@ def _make_tracks(parts: _Particles, params: DetectorParams) -> dict[str, NDArray
         "ecl_energy": np.maximum(ecl, 0.0),
         "true_species": species.astype(np.int8),
         "v0_parent": ch.v0_parent,
-        "rho": np.hypot(ch.x, ch.y),
+        "rho": rho,
         "key": ch.key,
     }
     return columns

@@ -362,10 +362,16 @@ class SkimContext:
         return combine(self.photons, self.photons, same=True, mass_range=(0.120, 0.145))
 
     @cached_property
-    def kshorts(self) -> Candidates:
-        """V0 K_S in the Belle goodKshort window 0.468–0.528 GeV (references §2 K_S)."""
+    def kshort_v0s(self) -> Bool:
+        """V0s that are K_S in the Belle goodKshort window 0.468–0.528 GeV (references §2 K_S)."""
         v = self.reco.v0s
-        sel = (v.kind == KSHORT) & (v.mass > 0.468) & (v.mass < 0.528)
+        return (v.kind == KSHORT) & (v.mass > 0.468) & (v.mass < 0.528)
+
+    @cached_property
+    def kshorts(self) -> Candidates:
+        """The `kshort_v0s`, as CMS candidates in V0 order."""
+        v = self.reco.v0s
+        sel = self.kshort_v0s
         e, px, py, pz = self.beams.to_cms(v.energy[sel], v.px[sel], v.py[sel], v.pz[sel])
         event = v.event[sel]
         return Candidates(
@@ -509,8 +515,8 @@ class SkimContext:
                 + cands.pz * axis[cands.event, 2]
             ) > 0
             out.append(cands.event * 2 + side)
-        n_pos = np.bincount(out[0], minlength=2 * n)[1::2].astype(np.int64)
-        n_neg = np.bincount(out[0], minlength=2 * n)[0::2].astype(np.int64)
+        n_side = np.bincount(out[0], minlength=2 * n).astype(np.int64)
+        n_pos, n_neg = n_side[1::2], n_side[0::2]
         idx = np.concatenate(out)
         sums = [
             np.bincount(
@@ -802,10 +808,8 @@ class KsRich(Skim):
     approximates = "SystematicsKshort (10611100)"
 
     def select(self, ctx: SkimContext) -> Bool:
-        v = ctx.reco.v0s
         ks = ctx.kshorts
-        sel = (v.kind == KSHORT) & (v.mass > 0.468) & (v.mass < 0.528)
-        ok = (v.flight_radius[sel] > 0.5) & (ks.p > 0.5)
+        ok = (ctx.reco.v0s.flight_radius[ctx.kshort_v0s] > 0.5) & (ks.p > 0.5)
         return any_per_event(ks.event, ok, ctx.n) & (ctx.variables.n_tracks >= 3)
 
 
