@@ -34,8 +34,7 @@ DEFAULT_QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999)
 def n_eff(w: ArrayLike) -> float:
     """Kish effective sample size (Σw)²/Σw² of weights w (0 for an empty sample)."""
     wa = np.asarray(w, dtype=np.float64)
-    sum_w2 = float(np.sum(wa * wa))
-    return float(np.sum(wa)) ** 2 / sum_w2 if sum_w2 > 0 else 0.0
+    return n_eff_from_sums(float(np.sum(wa)), float(np.sum(wa * wa)))
 
 
 def n_eff_from_sums(sum_w: float, sum_w2: float) -> float:
@@ -355,8 +354,8 @@ class RunAccumulator:
     ) -> RunSummary:
         """Statistics so far. Mean times default to estimates from this run (see RunSummary)."""
         n = self.n_generated
-        tf = t_fast if t_fast is not None else (self.cost_fast_s / n if n else 0.0)
-        tn = t_nn if t_nn is not None else (self.cost_nn_s / n if n else 0.0)
+        tf = t_fast if t_fast is not None else _ratio(self.cost_fast_s, n)
+        tn = t_nn if t_nn is not None else _ratio(self.cost_nn_s, n)
         # Hajek ratio Σ_kept w·c / Σ_kept w: consistent, exact for constant costs, and far less
         # noisy than the Horvitz-Thompson Σ_kept w·c / N.
         ts = t_slow if t_slow is not None else _ratio(self.sum_w_cost_slow, self.sum_w_kept)
@@ -375,7 +374,7 @@ class RunAccumulator:
                 eff_hat=eps,
                 speedup=speed,
                 oracle_speedup=oracle,
-                fraction_of_oracle=speed / oracle if oracle > 0 else 0.0,
+                fraction_of_oracle=_ratio(speed, oracle),
                 eff_hat_err=math.sqrt(sw2) / n if n else 0.0,
                 max_weight=float(self.max_w[s]),
                 weight_quantiles=quantiles_from_histogram(

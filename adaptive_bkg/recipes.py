@@ -160,6 +160,7 @@ def _train_and_save(
     from adaptive_bkg.model.features import check_finite
 
     start = time.perf_counter()
+    out = _check_out(out)  # before training, not after it
     _set_threads(cfg)
     check_finite(train.batch)  # a NaN is named now, not after an hour of training
     check_finite(val.batch)
@@ -192,7 +193,6 @@ def _train_and_save(
         **extra_meta,
         **_history_meta(history),
     }
-    out = _check_out(out)
     save_checkpoint(out, model.cpu(), extra=meta)
     curve, metrics = companion_paths(out)
     plot_learning_curve(history, curve, title=f"{mode}: {', '.join(model.skims)}")
@@ -244,6 +244,13 @@ def pretrain(
     )  # fmt: skip
 
 
+def _check_finetune_mode(mode: str, source: Path | None) -> None:
+    if mode not in FINETUNE_MODES:
+        raise UserError(f"unknown fine-tuning mode '{mode}' (allowed: {', '.join(FINETUNE_MODES)})")
+    if source is None and mode != "scratch":
+        raise UserError(f"--mode {mode} needs a checkpoint to start from (--from ckpt.pt)")
+
+
 def finetune(
     cfg: Config,
     source: Path | None,
@@ -268,14 +275,11 @@ def finetune(
     """
     from adaptive_bkg.model.part import preset
 
-    if mode not in FINETUNE_MODES:
-        raise UserError(f"unknown fine-tuning mode '{mode}' (allowed: {', '.join(FINETUNE_MODES)})")
+    _check_finetune_mode(mode, source)
     if not skims:
         raise UserError("give at least one skim to fine-tune for (--skim NAME)")
     if n_events <= 0:
         raise UserError(f"--events must be positive, got {n_events}")
-    if source is None and mode != "scratch":
-        raise UserError(f"--mode {mode} needs a checkpoint to start from (--from ckpt.pt)")
     expect = preset(expect_preset) if expect_preset else None
     lcfg = cfg.learner
     frac = lcfg.validation_fraction or 0.1
@@ -303,10 +307,7 @@ def finetune_model(
     from adaptive_bkg.model.checkpoint import load_checkpoint
     from adaptive_bkg.model.part import preset
 
-    if mode not in FINETUNE_MODES:
-        raise UserError(f"unknown fine-tuning mode '{mode}' (allowed: {', '.join(FINETUNE_MODES)})")
-    if source is None and mode != "scratch":
-        raise UserError(f"--mode {mode} needs a checkpoint to start from (--from ckpt.pt)")
+    _check_finetune_mode(mode, source)
     torch.manual_seed(cfg.learner.seed)
     extra: dict[str, float | int | str] = {"source": str(source) if source else "none"}
     if source is not None:
@@ -372,6 +373,7 @@ def pretrain_masked_pdg(
     from adaptive_bkg.model.predict import resolve_device
 
     start = time.perf_counter()
+    out = _check_out(out)  # before training, not after it
     _set_threads(cfg)
     batch = read_any_events(data)
     if max_events is not None:
@@ -410,7 +412,6 @@ def pretrain_masked_pdg(
         "val_masked_accuracy": history[-1].val_accuracy,
         "data": str(data),
     }
-    out = _check_out(out)
     save_checkpoint(out, model.cpu(), extra=meta)
     _, metrics = companion_paths(out)
     _write_json(

@@ -2,7 +2,8 @@
 
 `default_checkpoint("part-small")` is the path of a part-small ParticleTransformer pretrained
 on labelled Pythia + emulator events for every catalogue skim except the held-out ones
-(`HELD_OUT_SKIMS`, kept for the transfer study and the demo). See MODEL_CARD.md here for the
+(`HELD_OUT_SKIMS`, defined in `adaptive_bkg.backends.emulator.skims` and re-exported here,
+kept for the transfer study and the demo). See MODEL_CARD.md here for the
 exact command, data and validation figures. Load it with
 `adaptive_bkg.model.checkpoint.load_checkpoint(default_checkpoint())`; fine-tune it for a new
 skim with `adaptive-bkg finetune --from <path> --skim NAME`.
@@ -11,11 +12,12 @@ skim with `adaptive-bkg finetune --from <path> --skim NAME`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from adaptive_bkg.errors import UserError
 
-HELD_OUT_SKIMS: tuple[str, ...] = ("radiative", "dstar-d0pi")
-"""Catalogue skims the shipped checkpoint never saw labels of."""
+if TYPE_CHECKING:
+    from adaptive_bkg.backends.emulator.skims import HELD_OUT_SKIMS as HELD_OUT_SKIMS
 
 _SHIPPED: dict[str, str] = {"part-small": "part-small.pt"}
 
@@ -33,3 +35,13 @@ def default_checkpoint(preset: str = "part-small") -> Path:
     if not path.is_file():
         raise UserError(f"shipped checkpoint {path} is missing from this installation")
     return path
+
+
+def __getattr__(name: str) -> object:
+    # HELD_OUT_SKIMS lives in skims.py; imported on first use, since importing the emulator
+    # (numpy, pyarrow, ~0.4 s) is more than `default_checkpoint` callers need.
+    if name == "HELD_OUT_SKIMS":
+        from adaptive_bkg.backends.emulator.skims import HELD_OUT_SKIMS
+
+        return HELD_OUT_SKIMS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

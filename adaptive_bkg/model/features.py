@@ -131,12 +131,16 @@ def to_model_inputs(
     max_particles: int = 128,
     device: torch.device | str = "cpu",
     multiple_of: int = 8,
+    *,
+    check: bool = True,
 ) -> ModelInputs:
     """Validate, pad (`pad_events`, truncating beyond `max_particles`) and move to `device`.
 
     `multiple_of` rounds the particle axis up so that compiled kernels see few shapes.
+    `check=False` skips `check_finite`, for callers that already checked the whole batch.
     """
-    check_finite(batch)
+    if check:
+        check_finite(batch)
     padded = pad_events(batch, max_particles=max_particles, multiple_of=multiple_of)
     ids = pdg_vocab().ids(padded.pdg)
     ids[~padded.mask] = PAD_ID  # a real particle with pdg 0 would otherwise look like padding
@@ -263,14 +267,20 @@ def bucket_indices(
 def bucketed_batches(
     n_particles: NDArray[np.integer],
     batch_size: int,
-    edges: Sequence[int],
+    edges: Sequence[int] | None,
     rng: np.random.Generator | None = None,
 ) -> list[NDArray[np.int64]]:
     """Index arrays of at most `batch_size` events, each from one multiplicity bucket.
 
     With `rng`, events are shuffled within buckets and the batch order is shuffled (training);
     without, batches come in bucket order (inference; callers scatter results back).
+    `edges=None`: no bucketing, consecutive slices in input order (`rng` must be None).
     """
+    if edges is None:
+        if rng is not None:
+            raise ValueError("bucketed_batches: shuffling (rng) needs bucket edges")
+        n = len(n_particles)
+        return [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
     batches: list[NDArray[np.int64]] = []
     for group in bucket_indices(n_particles, edges):
         if rng is not None:
@@ -295,10 +305,7 @@ def padding_waste(
 ) -> PaddingWaste:
     """Padding fraction when batching in order (`edges=None`) or bucketed by `edges`."""
     n = np.minimum(np.asarray(n_particles, dtype=np.int64), max_particles)
-    if edges is None:
-        groups = [np.arange(i, min(i + batch_size, n.size)) for i in range(0, n.size, batch_size)]
-    else:
-        groups = bucketed_batches(n, batch_size, edges)
+    groups = bucketed_batches(n, batch_size, edges)
     real = padded = real2 = padded2 = 0
     for g in groups:
         width = -(-int(n[g].max()) // multiple_of) * multiple_of

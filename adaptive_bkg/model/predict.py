@@ -60,16 +60,12 @@ def predict_logits(
     out = np.empty((len(batch), len(model.skims)), dtype=np.float32)
     if len(batch) == 0:
         return out
-    n = batch.n_particles
-    if edges is None:
-        groups = [
-            np.arange(i, min(i + batch_size, len(batch))) for i in range(0, len(batch), batch_size)
-        ]
-    else:
-        groups = bucketed_batches(n, batch_size, bucket_edges(max_particles, edges))
+    groups = bucketed_batches(
+        batch.n_particles, batch_size, None if edges is None else bucket_edges(max_particles, edges)
+    )
     with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=autocast_bf16):
         for idx in groups:
-            inputs = to_model_inputs(batch.take(idx), max_particles, device)
+            inputs = to_model_inputs(batch.take(idx), max_particles, device, check=False)
             out[idx] = model(inputs).float().cpu().numpy()
     return out
 
