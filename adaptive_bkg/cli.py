@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
@@ -163,9 +163,6 @@ def generate(
     set_: SetOption = None,
 ) -> None:
     """Generate generic Belle II background with Pythia 8 into a Parquet event file."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-    from rich.table import Table
-
     from adaptive_bkg.generators import check_output, generate_to_file
 
     check_output(out, events, overwrite=force)
@@ -175,37 +172,14 @@ def generate(
     if seed is not None:
         overrides.append(f"generator.seed={seed}")
     cfg = resolve_config(config, overrides).generator
-    columns = (
-        "{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err_console, transient=True) as bar:
-        task = bar.add_task("generating", total=events)
+    bar, update = _progress_bar("generating", events)
+    with bar:
         summary = generate_to_file(
-            cfg,
-            events,
-            out,
-            progress=lambda done: bar.update(task, completed=done),
-            worker=worker,
-            run=run,
-            overwrite=force,
+            cfg, events, out, progress=update, worker=worker, run=run, overwrite=force
         )
-    table = Table(title=f"{summary.n_events} events -> {summary.out}")
-    table.add_column("type")
-    table.add_column("events", justify="right")
-    table.add_column("fraction", justify="right")
-    table.add_column("particles/event", justify="right")
-    table.add_column("charged/event", justify="right")
-    for row in summary.per_type:
-        table.add_row(
-            row.name,
-            str(row.n_events),
-            f"{row.n_events / max(summary.n_events, 1):.3f}",
-            f"{row.mean_particles:.1f}",
-            f"{row.mean_charged:.2f}",
-        )
+    table = _per_type_table(
+        f"{summary.n_events} events -> {summary.out}", summary.per_type, summary.n_events
+    )
     table.caption = (
         f"{summary.elapsed_s:.1f} s, {summary.events_per_s:,.0f} events/s "
         "(charged = stable e, μ, π, K, p in the final state)"
@@ -234,19 +208,9 @@ def info(
         f"{result.path}: {result.n_events} events, schema version {result.schema_version}, "
         f"{result.n_row_groups} row groups in {result.n_files} file(s)",
         highlight=False,
+        soft_wrap=True,  # one line however long the path: no wrap inside the sentence
     )
-    types = Table(title="events per type")
-    for name in ("type", "events", "fraction", "particles/event", "charged/event"):
-        types.add_column(name, justify="left" if name == "type" else "right")
-    for row in result.per_type:
-        types.add_row(
-            row.name,
-            str(row.n_events),
-            f"{row.n_events / max(result.n_events, 1):.3f}",
-            f"{row.mean_particles:.1f}",
-            f"{row.mean_charged:.2f}",
-        )
-    console.print(types)
+    console.print(_per_type_table("events per type", result.per_type, result.n_events))
     quantiles = Table(title="multiplicity quantiles per event")
     quantiles.add_column("quantity")
     for q in result.quantiles:
@@ -284,16 +248,13 @@ def run(
     set_: SetOption = None,
 ) -> None:
     """Produce a filtered, weighted background sample on Ray, learning online (docs/pipeline.md)."""
-    from adaptive_bkg.config import with_overrides
-    from adaptive_bkg.runbook import plan_run, production_overrides, result_lines
+    from adaptive_bkg.runbook import plan_run, production_overrides
 
     overrides = production_overrides(skim, skims, budget, events, target_neff, policy, out, address)
-    plan = plan_run(with_overrides(resolve_config(config, set_), overrides), learn=not no_learn)
+    plan = plan_run(resolve_config(config, [*(set_ or []), *overrides]), learn=not no_learn)
     from adaptive_bkg.orchestrate import run_pipeline
 
-    result = run_pipeline(plan, show_live=False if quiet else None)
-    for line in result_lines(result):
-        console.print(line, highlight=False, soft_wrap=True, markup=False)
+    _print_result(run_pipeline(plan, show_live=False if quiet else None))
 
 
 @app.command("replay")
@@ -316,15 +277,12 @@ def replay(
     set_: SetOption = None,
 ) -> None:
     """Replay a recorded dataset through the same stages, offline, without Ray."""
-    from adaptive_bkg.config import with_overrides
     from adaptive_bkg.replay import replay_run
-    from adaptive_bkg.runbook import production_overrides, result_lines
+    from adaptive_bkg.runbook import production_overrides
 
     overrides = production_overrides(skim, skims, budget, events, None, policy, out)
-    cfg = with_overrides(resolve_config(config, set_), overrides)
-    result = replay_run(cfg, data, learn=not no_learn, show_live=False if quiet else None)
-    for line in result_lines(result):
-        console.print(line, highlight=False, soft_wrap=True, markup=False)
+    cfg = resolve_config(config, [*(set_ or []), *overrides])
+    _print_result(replay_run(cfg, data, learn=not no_learn, show_live=False if quiet else None))
 
 
 @app.command("demo")
@@ -335,14 +293,17 @@ def demo(
     set_: SetOption = None,
 ) -> None:
     """A short production on the held-out skim dstar-d0pi (CPU, emulator, a few minutes)."""
-    from adaptive_bkg.config import with_overrides
     from adaptive_bkg.orchestrate import run_pipeline
-    from adaptive_bkg.runbook import DEMO_OVERRIDES, plan_run, production_overrides, result_lines
+    from adaptive_bkg.runbook import DEMO_OVERRIDES, plan_run, production_overrides
 
-    cfg = with_overrides(
-        resolve_config(None, [*DEMO_OVERRIDES, *(set_ or [])]), production_overrides(out=out)
-    )
-    result = run_pipeline(plan_run(cfg, tag="demo-"), show_live=False if quiet else None)
+    cfg = resolve_config(None, [*DEMO_OVERRIDES, *(set_ or []), *production_overrides(out=out)])
+    _print_result(run_pipeline(plan_run(cfg, tag="demo-"), show_live=False if quiet else None))
+
+
+def _print_result(result: Any) -> None:
+    """Print a run's `runbook.result_lines` (typed Any: run results are imported lazily)."""
+    from adaptive_bkg.runbook import result_lines
+
     for line in result_lines(result):
         console.print(line, highlight=False, soft_wrap=True, markup=False)
 
@@ -362,6 +323,36 @@ def _progress_bar(description: str, total: int) -> tuple[Any, Callable[[int], No
     )
     task = bar.add_task(description, total=total)
     return bar, lambda done: bar.update(task, completed=done)
+
+
+def _epoch_progress(bar: Any) -> Callable[[Any], None]:
+    """Training progress callback: events done in the epoch, with epoch number and loss."""
+
+    def progress(p: Any) -> None:
+        bar.update(
+            0, total=p.events_total, completed=p.events_done,
+            description=f"epoch {p.epoch + 1} loss {p.loss:.4f}",
+        )  # fmt: skip
+
+    return progress
+
+
+def _per_type_table(title: str, rows: Sequence[Any], n_events: int) -> Any:
+    """Events, fraction and mean multiplicities per background type (`generators.TypeCount`)."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for name in ("type", "events", "fraction", "particles/event", "charged/event"):
+        table.add_column(name, justify="left" if name == "type" else "right")
+    for row in rows:
+        table.add_row(
+            row.name,
+            str(row.n_events),
+            f"{row.n_events / max(n_events, 1):.3f}",
+            f"{row.mean_particles:.1f}",
+            f"{row.mean_charged:.2f}",
+        )
+    return table
 
 
 def _split_skims(value: str | None) -> list[str] | None:
@@ -511,13 +502,7 @@ def pretrain_command(
     if max_events is not None and max_events <= 0:
         raise UserError(f"--max-events must be positive, got {max_events}")
     bar, _ = _progress_bar("training", 1)
-
-    def progress(p: Any) -> None:
-        bar.update(
-            0, total=p.events_total, completed=p.events_done,
-            description=f"epoch {p.epoch + 1} loss {p.loss:.4f}",
-        )  # fmt: skip
-
+    progress = _epoch_progress(bar)
     with bar:
         if self_supervised:
             if skims is not None or loss is not None:
@@ -575,12 +560,7 @@ def finetune_command(
     cfg = resolve_config(config, _training_overrides(set_, epochs, loss, seed, preset))
     skims = _split_skims(skim) or []
     bar, _ = _progress_bar("preparing", 1)
-
-    def progress(p: Any) -> None:
-        bar.update(
-            0, total=p.events_total, completed=p.events_done,
-            description=f"epoch {p.epoch + 1} loss {p.loss:.4f}",
-        )  # fmt: skip
+    progress = _epoch_progress(bar)
 
     def label_progress(done: int) -> None:
         bar.update(0, total=events, completed=done, description="labelling")

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import BKG_TYPES, CROSS_SECTIONS_NB
+from adaptive_bkg.events import BKG_TYPES, CROSS_SECTIONS_NB, parse_bkg_types
 
 
 class Section(BaseModel):
@@ -56,8 +56,6 @@ class GeneratorConfig(Section):
     @field_validator("types", mode="before")
     @classmethod
     def _types(cls, value: Any) -> tuple[str, ...]:
-        from adaptive_bkg.events import parse_bkg_types
-
         if isinstance(value, str | list | tuple):
             try:
                 return parse_bkg_types(value)
@@ -387,6 +385,16 @@ def load_config(path: Path | None = None, overrides: Sequence[str] = ()) -> Conf
         if loaded is not None and not isinstance(loaded, dict):
             raise UserError(f"config file {path} must hold a mapping of sections")
         tree = loaded or {}
+    return _validated(tree, overrides)
+
+
+def with_overrides(config: Config, overrides: Sequence[str]) -> Config:
+    """Apply further `section.key=value` overrides to an existing config."""
+    return _validated(config.model_dump(mode="json"), overrides)
+
+
+def _validated(tree: dict[str, Any], overrides: Sequence[str]) -> Config:
+    """Apply `overrides` to a raw config tree and validate it once; errors as one line."""
     for assignment in overrides:
         _set_override(tree, assignment)
     try:
@@ -395,14 +403,3 @@ def load_config(path: Path | None = None, overrides: Sequence[str] = ()) -> Conf
         first = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise UserError(_describe(dict(first)) + more) from None
-
-
-def with_overrides(config: Config, overrides: Sequence[str]) -> Config:
-    """Apply further `section.key=value` overrides to an existing config."""
-    tree = config.model_dump(mode="json")
-    for assignment in overrides:
-        _set_override(tree, assignment)
-    try:
-        return Config.model_validate(tree)
-    except ValidationError as exc:
-        raise UserError(_describe(dict(exc.errors()[0]))) from None

@@ -95,11 +95,6 @@ class LabelledEvents:
             raise UserError(f"{len(self)} events are too few to split off a validation set")
         return self.take(np.sort(order[n_val:])), self.take(np.sort(order[:n_val]))
 
-    @property
-    def pass_rate(self) -> NDArray[np.float64]:
-        """Fraction of events passing each skim."""
-        return self.labels.mean(axis=0) if len(self) else np.zeros(len(self.skims))
-
     @staticmethod
     def concat(parts: Sequence[LabelledEvents]) -> LabelledEvents:
         if not parts:
@@ -177,9 +172,6 @@ class LabelledWriter(parquet_io.ShardedParquetWriter):
     ) -> None:
         self.skims = tuple(skims)
         super().__init__(Path(path), labelled_schema(self.skims), row_group_size=row_group_size)
-
-    def __enter__(self) -> LabelledWriter:
-        return self
 
     def write_batch(self, batch: EventBatch, result: SimResult) -> None:
         self.write(labelled_to_table(batch, result, self.skims, self.schema))

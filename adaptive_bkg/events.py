@@ -105,6 +105,13 @@ def decode_event_ids(
 
 
 # ---------------------------------------------------------------------------------------------
+def offsets_from_counts(counts: NDArray[np.integer]) -> NDArray[np.int64]:
+    """CSR offsets [0, c0, c0+c1, ...] (length n+1) for per-event particle counts."""
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets
+
+
 @dataclass(frozen=True, eq=False)
 class EventBatch:
     """A batch of generator-level events in flat (CSR) layout."""
@@ -146,19 +153,12 @@ class EventBatch:
         """For each particle, the index of its event in this batch."""
         return np.repeat(np.arange(len(self), dtype=np.int64), self.n_particles)
 
-    def particle_array(self, name: str) -> NDArray[np.generic]:
-        if name not in PARTICLE_FIELDS:
-            raise KeyError(name)
-        arr: NDArray[np.generic] = getattr(self, name)
-        return arr
-
     def take(self, index: NDArray[np.integer] | NDArray[np.bool_]) -> EventBatch:
         """Sub-batch of the selected events (boolean mask or integer indices), order kept."""
         index = np.asarray(index)
         sel = np.flatnonzero(index) if index.dtype == np.bool_ else index.astype(np.int64)
         counts = self.n_particles[sel]
-        new_offsets = np.zeros(len(sel) + 1, dtype=np.int64)
-        np.cumsum(counts, out=new_offsets[1:])
+        new_offsets = offsets_from_counts(counts)
         # Gather particles: for each new particle, old position = old start + position in event.
         starts = np.repeat(self.offsets[:-1][sel] - new_offsets[:-1], counts)
         gather = starts + np.arange(int(new_offsets[-1]), dtype=np.int64)
@@ -176,9 +176,7 @@ class EventBatch:
             return EventBatch.empty()
         if len(batches) == 1:
             return batches[0]
-        counts = np.concatenate([b.n_particles for b in batches])
-        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
+        offsets = offsets_from_counts(np.concatenate([b.n_particles for b in batches]))
         per_event = {
             name: np.concatenate([getattr(b, name) for b in batches])
             for name in ("event_id", "bkg_type", "seed")
@@ -264,13 +262,12 @@ def table_to_batch(table: pa.Table) -> EventBatch:
     missing = [name for name in EVENT_SCHEMA.names if name not in table.column_names]
     if missing:
         raise UserError(f"event table lacks columns {missing}")
-    offsets, _ = _list_values(table.column("pdg"))
-    particle = {}
-    for name in PARTICLE_FIELDS:
-        other_offsets, values = _list_values(table.column(name))
-        if not np.array_equal(other_offsets, offsets):
+    decoded = {name: _list_values(table.column(name)) for name in PARTICLE_FIELDS}
+    offsets = decoded["pdg"][0]
+    for name, (column_offsets, _) in decoded.items():
+        if not np.array_equal(column_offsets, offsets):
             raise UserError(f"event table: column {name} has inconsistent particle counts")
-        particle[name] = np.ascontiguousarray(values)
+    particle = {name: np.ascontiguousarray(values) for name, (_, values) in decoded.items()}
     return EventBatch(
         event_id=table.column("event_id").to_numpy().astype(np.uint64, copy=False),
         bkg_type=table.column("bkg_type").to_numpy().astype(np.int8, copy=False),

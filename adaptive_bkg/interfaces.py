@@ -1,8 +1,8 @@
 """The pluggable seams of adaptive-bkg, in one place.
 
-Everything that can be swapped (event sources, slow-stage backends, keep-probability policies)
-is a Protocol here, with the typed result it returns. Stages depend on these, never on a
-concrete implementation.
+Everything that can be swapped (event sources, slow-stage backends) is a Protocol here, with
+the typed result it returns. Stages depend on these, never on a concrete implementation.
+(Keep-probability policies are one concrete class, `sampling.Policy`.)
 """
 
 from __future__ import annotations
@@ -41,12 +41,4 @@ class EventSource(Protocol):
 
     def next_batch(self, n: int) -> EventBatch:
         """Up to n events; an empty batch means the source is exhausted."""
-        ...
-
-
-class KeepPolicy(Protocol):
-    """Maps calibrated pass probabilities q to keep probabilities p in [p_min, 1]."""
-
-    def keep_probability(self, q: NDArray[np.float64]) -> NDArray[np.float64]:
-        """q: [n, n_skims] -> p: [n] (the max over skims, floored at p_min)."""
         ...

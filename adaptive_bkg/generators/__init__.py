@@ -8,17 +8,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from adaptive_bkg import parquet_io
 from adaptive_bkg.config import GeneratorConfig
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import BKG_TYPES, EventWriter
+from adaptive_bkg.events import EventWriter
 from adaptive_bkg.generators.pythia import PythiaGenerator, beam_four_momentum
 from adaptive_bkg.generators.recorded import (
     EventFileInfo,
     RecordedSource,
     TypeCount,
+    TypeTally,
     inspect_event_file,
 )
 from adaptive_bkg.generators.truth import charged_multiplicity
@@ -50,33 +49,6 @@ class GenerateSummary:
     @property
     def events_per_s(self) -> float:
         return self.n_events / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-
-class _TypeTally:
-    """Running per-type sums for the summary."""
-
-    def __init__(self) -> None:
-        self.events = np.zeros(len(BKG_TYPES), np.int64)
-        self.particles = np.zeros(len(BKG_TYPES), np.float64)
-        self.charged = np.zeros(len(BKG_TYPES), np.float64)
-
-    def add(self, bkg_type: np.ndarray, n_particles: np.ndarray, n_charged: np.ndarray) -> None:
-        codes = bkg_type.astype(np.int64)
-        self.events += np.bincount(codes, minlength=len(BKG_TYPES))
-        self.particles += np.bincount(codes, weights=n_particles, minlength=len(BKG_TYPES))
-        self.charged += np.bincount(codes, weights=n_charged, minlength=len(BKG_TYPES))
-
-    def rows(self) -> tuple[TypeCount, ...]:
-        return tuple(
-            TypeCount(
-                name,
-                int(self.events[i]),
-                float(self.particles[i] / self.events[i]),
-                float(self.charged[i] / self.events[i]),
-            )
-            for i, name in enumerate(BKG_TYPES)
-            if self.events[i]
-        )
 
 
 def check_output(out: Path, n_events: int, overwrite: bool = False) -> Path:
@@ -117,7 +89,7 @@ def generate_to_file(
     """
     out = check_output(out, n_events, overwrite)
     generator = PythiaGenerator(cfg, worker=worker, run=run)
-    tally = _TypeTally()
+    tally = TypeTally()
     done, interrupted = 0, False
     start = time.perf_counter()
     writer = EventWriter(out)

@@ -39,6 +39,7 @@ from adaptive_bkg.events import (
     EventBatch,
     bkg_type_code,
     make_event_ids,
+    offsets_from_counts,
 )
 
 ELECTRON_MASS_GEV = 0.51099895e-3
@@ -375,9 +376,7 @@ def select_particles(prt: ak.Array, bkg_code: int) -> EventBatch:
     daughter1 = ak.to_numpy(flat["daughter1"]).astype(np.int64)
     energy = ak.to_numpy(flat["p", "e"])
 
-    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    start = np.repeat(offsets[:-1], counts)
+    start = np.repeat(offsets_from_counts(counts)[:-1], counts)
 
     abs_pdg = np.abs(pdg)
     physical = _is_hadron(abs_pdg) | ((abs_pdg >= 11) & (abs_pdg <= 16)) | (abs_pdg == 22)
@@ -403,8 +402,7 @@ def select_particles(prt: ak.Array, bkg_code: int) -> EventBatch:
     new_position = np.cumsum(keep) - 1  # position among kept particles, batch-wide
     event_index = np.repeat(np.arange(len(counts)), counts)
     kept_counts = np.bincount(event_index[keep], minlength=len(counts))
-    new_offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(kept_counts, out=new_offsets[1:])
+    new_offsets = offsets_from_counts(kept_counts)
     event_of_kept = np.repeat(np.arange(len(counts)), kept_counts)
     mother = np.where(
         ancestor >= 0, new_position[ancestor] - new_offsets[:-1][event_of_kept], -1
@@ -519,13 +517,13 @@ class PythiaGenerator:
         self._generators = {
             t: _TypeGenerator(cfg, t, pythia_seed(cfg.seed, worker, t)) for t in self.types
         }
+        self._codes = np.array([g.code for g in self._generators.values()], dtype=np.int8)
         self.counter = 0
 
     def draw_types(self, n: int) -> NDArray[np.int8]:
         """Background type code of each of the next n events, from the mixture."""
         choice = self._type_rng.choice(len(self.types), size=n, p=self.fractions)
-        codes = np.array([bkg_type_code(t) for t in self.types], dtype=np.int8)
-        return codes[choice]
+        return self._codes[choice]
 
     def next_batch(self, n: int) -> EventBatch:
         if n < 0:

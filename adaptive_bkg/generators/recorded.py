@@ -87,6 +87,33 @@ class TypeCount:
     mean_charged: float
 
 
+class TypeTally:
+    """Running per-type sums of events, particles and charged particles -> `TypeCount` rows."""
+
+    def __init__(self) -> None:
+        self.events = np.zeros(len(BKG_TYPES), np.int64)
+        self.particles = np.zeros(len(BKG_TYPES), np.float64)
+        self.charged = np.zeros(len(BKG_TYPES), np.float64)
+
+    def add(self, bkg_type: np.ndarray, n_particles: np.ndarray, n_charged: np.ndarray) -> None:
+        codes = bkg_type.astype(np.int64)
+        self.events += np.bincount(codes, minlength=len(BKG_TYPES))
+        self.particles += np.bincount(codes, weights=n_particles, minlength=len(BKG_TYPES))
+        self.charged += np.bincount(codes, weights=n_charged, minlength=len(BKG_TYPES))
+
+    def rows(self) -> tuple[TypeCount, ...]:
+        return tuple(
+            TypeCount(
+                name,
+                int(self.events[i]),
+                float(self.particles[i] / self.events[i]),
+                float(self.charged[i] / self.events[i]),
+            )
+            for i, name in enumerate(BKG_TYPES)
+            if self.events[i]
+        )
+
+
 @dataclass(frozen=True)
 class EventFileInfo:
     """What `adaptive-bkg info` prints about an event file."""
@@ -107,37 +134,28 @@ def inspect_event_file(path: Path) -> EventFileInfo:
     path = Path(path)
     files = parquet_io.checked_files(path, EVENTS_KIND, EVENTS_SCHEMA_VERSION)
     n_row_groups = sum(pf.num_row_groups for _, pf in files)
-    types: list[NDArray[np.int8]] = []
+    tally = TypeTally()
     charged: list[NDArray[np.float64]] = []
     particles: list[NDArray[np.int64]] = []
     for batch in iter_event_batches(path):
-        types.append(batch.bkg_type)
+        bkg = batch.bkg_type
+        if len(bkg) and (bkg.min() < 0 or bkg.max() >= len(BKG_TYPES)):
+            raise UserError(f"{path}: background type codes outside 0..{len(BKG_TYPES) - 1}")
         charged.append(charged_multiplicity(batch))
         particles.append(batch.n_particles)
-    bkg = np.concatenate(types) if types else np.zeros(0, np.int8)
+        tally.add(bkg, particles[-1], charged[-1])
     n_charged = np.concatenate(charged) if charged else np.zeros(0)
     n_particles = np.concatenate(particles) if particles else np.zeros(0, np.int64)
-    if len(bkg) and (bkg.min() < 0 or bkg.max() >= len(BKG_TYPES)):
-        raise UserError(f"{path}: background type codes outside 0..{len(BKG_TYPES) - 1}")
-    per_type = tuple(
-        TypeCount(
-            name=name,
-            n_events=int(mask.sum()),
-            mean_particles=float(n_particles[mask].mean()),
-            mean_charged=float(n_charged[mask].mean()),
-        )
-        for code, name in enumerate(BKG_TYPES)
-        if (mask := bkg == code).any()
-    )
+    n_events = len(n_particles)
     empty = np.full(len(QUANTILES), np.nan)
     return EventFileInfo(
         path=path,
         schema_version=EVENTS_SCHEMA_VERSION,
         n_files=len(files),
         n_row_groups=n_row_groups,
-        n_events=len(bkg),
-        per_type=per_type,
+        n_events=n_events,
+        per_type=tally.rows(),
         quantiles=QUANTILES,
-        charged_quantiles=np.quantile(n_charged, QUANTILES) if len(bkg) else empty,
-        particle_quantiles=np.quantile(n_particles, QUANTILES) if len(bkg) else empty,
+        charged_quantiles=np.quantile(n_charged, QUANTILES) if n_events else empty,
+        particle_quantiles=np.quantile(n_particles, QUANTILES) if n_events else empty,
     )
