@@ -23,6 +23,7 @@ import logging
 import os
 import secrets
 import socket
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -125,8 +126,9 @@ class _LearnerActor:
     def __init__(self, factory: StageFactory) -> None:
         self.stage = factory.learner()
 
-    def observe_generated(self, generated: GeneratedBatch, max_events: int) -> None:
-        self.stage.observe_probe(generated.events, max_events=max_events)
+    def observe_generated(self, generated: GeneratedBatch) -> None:
+        # Prime the policy fit exactly as the serial driver (replay.py) does.
+        self.stage.observe_probe(generated.events, max_events=self.stage.probes.capacity)
 
     def initial_snapshot(self) -> WeightsSnapshot:
         return self.stage.initial_snapshot()
@@ -140,14 +142,9 @@ class _LearnerActor:
     def full_snapshot(self) -> WeightsSnapshot:
         return self.stage.full_snapshot()
 
-    def status(self) -> LearnerStatus:
-        return self.stage.status()
-
 
 class _RecorderActor:
     def __init__(self, records_dir: str, skims: tuple[str, ...]) -> None:
-        from pathlib import Path
-
         self.stage = RecorderStage(Path(records_dir), skims)
 
     def record(self, records: RecordBatch) -> RecorderStatus:
@@ -222,16 +219,14 @@ def _run(plan: RunPlan, show_live: bool | None) -> RunResult:
         # One object per version: the same ref goes to the filter (which swaps between two
         # batches, in submission order) and, fetched once, to the checkpoint file.
         filt.swap.remote(snapshot_ref)
-        snapshot = ray.get(snapshot_ref)
-        book.filter_version = snapshot.version
-        book.save_snapshot(snapshot)
+        book.adopt(ray.get(snapshot_ref))
 
     try:
         with stop_on_signals(book.flag), book.live:
             try:
                 batch = plan.stop.to_generate(0, cfg.run.batch_size)
                 first = generators[0].next_batch.remote(batch)
-                learner.observe_generated.remote(first, cfg.run.probe_events * 16)
+                learner.observe_generated.remote(first)
                 adopt(learner.initial_snapshot.remote())
                 n_batches = 0
                 while True:

@@ -85,8 +85,7 @@ def run_serial(plan: RunPlan, show_live: bool | None = None) -> RunResult:
             learner.observe_probe(first.events, max_events=learner.probes.capacity)
             snapshot = learner.initial_snapshot()
             filt.swap(snapshot)
-            book.filter_version = snapshot.version
-            book.save_snapshot(snapshot)
+            book.adopt(snapshot)
             pending: GeneratedBatch | None = first
             while True:
                 if pending is None:
@@ -107,8 +106,7 @@ def run_serial(plan: RunPlan, show_live: bool | None = None) -> RunResult:
                 if learner.version > filt.version:
                     snapshot = learner.latest_snapshot()
                     filt.swap(snapshot)
-                    book.filter_version = snapshot.version
-                    book.save_snapshot(snapshot)
+                    book.adopt(snapshot)
                 book.log()
                 stop = book.stop_reason()
                 if stop:

@@ -146,6 +146,11 @@ class RunBook:
             return self.flag.reason
         return self.plan.stop.reason(self.progress())
 
+    def adopt(self, snapshot: WeightsSnapshot) -> None:
+        """The filter now decides with `snapshot`: note its version and checkpoint it."""
+        self.filter_version = snapshot.version
+        self.save_snapshot(snapshot)
+
     def save_snapshot(self, snapshot: WeightsSnapshot, name: str | None = None) -> None:
         if snapshot.state_dict is None:
             return  # policy-only version: the weights are those of an earlier checkpoint
@@ -191,6 +196,7 @@ class RunBook:
         by_version = summarize_by_version(self.run_dir) if final.n_generated else {}
         versions = sorted(by_version)
         learner = self.learner
+        online_auc = dict(learner.online_auc) if learner and learner.online_auc else None
         extra = {
             "stop_reason": stop_reason,
             "wall_s": self.wall_s(),
@@ -204,7 +210,7 @@ class RunBook:
             "model_versions": versions,
             "final_model_version": self.filter_version,
             "learner_steps": learner.steps if learner else 0,
-            "online_auc": dict(learner.online_auc) if learner and learner.online_auc else None,
+            "online_auc": online_auc,
             "speedup_by_version": {
                 str(v): {k: s.speedup for k, s in by_version[v].skims.items()} for v in versions
             },
@@ -224,7 +230,7 @@ class RunBook:
             last_version=by_version[versions[-1]] if versions else None,
             n_dropped_for_learner=self.n_dropped_for_learner,
             learn=self.plan.learn,
-            online_auc=dict(learner.online_auc) if learner and learner.online_auc else None,
+            online_auc=online_auc,
         )
 
 

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from adaptive_bkg.events import EventBatch
 from adaptive_bkg.sampling import Policy, draw_keep
-from adaptive_bkg.stages.generator import CostFunction
+from adaptive_bkg.stages.generator import CostFunction, per_event_cost
 from adaptive_bkg.stages.types import Decisions, FilterOutput, GeneratedBatch, WeightsSnapshot
 
 Calibrator = Callable[[NDArray[np.float64]], NDArray[np.float64]]
@@ -39,6 +39,11 @@ class Scorer(Protocol):
 def sigmoid(logits: NDArray[np.float64]) -> NDArray[np.float64]:
     out: NDArray[np.float64] = 0.5 * (1.0 + np.tanh(0.5 * logits))  # overflow-free sigmoid
     return out
+
+
+def calibrate(logits: NDArray[np.float64], calibrator: Calibrator | None) -> NDArray[np.float64]:
+    """q from logits: the calibrator if there is one, else the sigmoid."""
+    return calibrator(logits) if calibrator is not None else sigmoid(logits)
 
 
 class FilterStage:
@@ -61,8 +66,6 @@ class FilterStage:
         self.probe_size = probe_size
         self.policy: Policy | None = None
         self.version = -1  # no weights yet: filter() refuses until the first swap
-        self.n_scored = 0
-        self.n_kept = 0
 
     def swap(self, snapshot: WeightsSnapshot) -> int:
         """Adopt a newer snapshot (older or repeated versions are ignored); returns the version."""
@@ -90,16 +93,13 @@ class FilterStage:
         logits = np.asarray(self.scorer.logits(events), dtype=np.float64).reshape(
             n, len(self.skims)
         )
-        q = self.calibrator(logits) if self.calibrator is not None else sigmoid(logits)
+        q = calibrate(logits, self.calibrator)
         p = self.policy.keep_probability(q)
         elapsed = time.perf_counter() - start
         rng = self._rng(events)
         kept = draw_keep(p, rng)
         probe_idx = np.sort(rng.choice(n, size=min(self.probe_size, n), replace=False))
-        if self.nn_cost is not None:
-            cost_nn = np.asarray(self.nn_cost(events), dtype=np.float64)
-        else:
-            cost_nn = np.full(n, elapsed / max(n, 1), dtype=np.float64)
+        cost_nn = per_event_cost(self.nn_cost, events, elapsed)
         decisions = Decisions(
             skims=self.skims,
             event_id=events.event_id,
@@ -111,6 +111,4 @@ class FilterStage:
             cost_fast_s=generated.cost_fast_s,
             cost_nn_s=cost_nn,
         )
-        self.n_scored += n
-        self.n_kept += int(kept.sum())
         return FilterOutput(decisions, events.take(kept), events.take(probe_idx))

@@ -15,6 +15,15 @@ from adaptive_bkg.stages.types import GeneratedBatch
 CostFunction = Callable[[EventBatch], NDArray[np.float64]]
 
 
+def per_event_cost(
+    cost: CostFunction | None, events: EventBatch, elapsed_s: float
+) -> NDArray[np.float64]:
+    """Each event priced by `cost`, or without one the measured `elapsed_s` shared equally."""
+    if cost is not None:
+        return np.asarray(cost(events), dtype=np.float64)
+    return np.full(len(events), elapsed_s / max(len(events), 1), dtype=np.float64)
+
+
 class GeneratorStage:
     """Wraps an event source; `fast_cost` (e.g. `CostModel.fast_cost`) prices each event.
 
@@ -25,15 +34,9 @@ class GeneratorStage:
     def __init__(self, source: EventSource, fast_cost: CostFunction | None = None) -> None:
         self.source = source
         self.fast_cost = fast_cost
-        self.n_generated = 0
 
     def next_batch(self, n: int) -> GeneratedBatch:
         start = time.perf_counter()
         events = self.source.next_batch(n)
         elapsed = time.perf_counter() - start
-        if self.fast_cost is not None:
-            cost = np.asarray(self.fast_cost(events), dtype=np.float64)
-        else:
-            cost = np.full(len(events), elapsed / max(len(events), 1), dtype=np.float64)
-        self.n_generated += len(events)
-        return GeneratedBatch(events, cost)
+        return GeneratedBatch(events, per_event_cost(self.fast_cost, events, elapsed))

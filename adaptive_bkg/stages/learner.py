@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -31,18 +31,10 @@ from numpy.typing import NDArray
 from adaptive_bkg.config import LearnerConfig
 from adaptive_bkg.events import EventBatch
 from adaptive_bkg.sampling import Policy
-from adaptive_bkg.stages.filter import Calibrator, sigmoid
+from adaptive_bkg.stages.filter import Calibrator, calibrate
 from adaptive_bkg.stages.types import LabelledBatch, WeightsSnapshot
 
 MIN_EVENTS_FOR_TIMES = 200  # below this many labelled events the prior mean times are used
-
-
-class StepLike(Protocol):
-    loss: float
-
-
-class EvalLike(Protocol):
-    auc: Mapping[str, float]
 
 
 class TrainerLike(Protocol):
@@ -102,11 +94,7 @@ class _FifoBuffer:
             self.n -= len(self.chunks.popleft().events)
 
     def all(self) -> _Chunk:
-        return _Chunk(
-            EventBatch.concat([c.events for c in self.chunks]),
-            np.concatenate([c.labels for c in self.chunks]),
-            np.concatenate([c.weights for c in self.chunks]),
-        )
+        return _concat(self.chunks)
 
     def sample(self, size: int, rng: np.random.Generator) -> _Chunk:
         """`size` events drawn uniformly without replacement across chunks."""
@@ -120,11 +108,16 @@ class _FifoBuffer:
                 parts.append(
                     _Chunk(chunk.events.take(local), chunk.labels[local], chunk.weights[local])
                 )
-        return _Chunk(
-            EventBatch.concat([c.events for c in parts]),
-            np.concatenate([c.labels for c in parts]),
-            np.concatenate([c.weights for c in parts]),
-        )
+        return _concat(parts)
+
+
+def _concat(chunks: Iterable[_Chunk]) -> _Chunk:
+    chunks = list(chunks)
+    return _Chunk(
+        EventBatch.concat([c.events for c in chunks]),
+        np.concatenate([c.labels for c in chunks]),
+        np.concatenate([c.weights for c in chunks]),
+    )
 
 
 def is_validation(event_id: NDArray[np.uint64], fraction: float) -> NDArray[np.bool_]:
@@ -256,7 +249,7 @@ class LearnerStage:
 
     def _q(self, events: EventBatch) -> NDArray[np.float64]:
         logits = np.asarray(self.score(events), dtype=np.float64).reshape(len(events), -1)
-        return self.calibrator(logits) if self.calibrator is not None else sigmoid(logits)
+        return calibrate(logits, self.calibrator)
 
     def initial_snapshot(self) -> WeightsSnapshot:
         """Version 0: the starting weights, with the policy fitted to the probes seen so far."""

@@ -25,7 +25,6 @@ class SimulateStage:
         self.skims = tuple(skims)
         # Column of each requested skim in the backend's flags (the backend may evaluate more).
         self._columns = np.array([backend.skims.index(s) for s in self.skims], dtype=np.int64)
-        self.n_simulated = 0
 
     def simulate(self, filtered: FilterOutput) -> tuple[RecordBatch, LabelledBatch]:
         decisions, kept = filtered.decisions, filtered.kept
@@ -43,7 +42,6 @@ class SimulateStage:
             kept_cost = np.asarray(result.cost_s, dtype=np.float64)
             passed[kept_idx] = labels
             cost_slow[kept_idx] = kept_cost
-        self.n_simulated += len(kept_idx)
         records = RecordBatch(decisions, passed, cost_slow)
         labelled = LabelledBatch(
             events=kept,
