@@ -194,3 +194,15 @@ class FakeStages:
 
     def save_checkpoint(self, path, snapshot):  # type: ignore[no-untyped-def]
         torch.save(dict(snapshot.state_dict), path)
+
+
+RUN_DIR_FILES: tuple[str, ...] = (
+    "config.yaml",
+    "metrics.jsonl",
+    "summary.json",
+    "checkpoints/v0000.pt",
+    "checkpoints/final.pt",
+    "plots/progress.png",
+    "plots/weights_by_version.png",
+)
+"""What every finished run directory holds (docs/pipeline.md, "Run directory")."""

@@ -156,15 +156,7 @@ def test_cli_run_end_to_end(ray_session, tmp_path: Path) -> None:  # type: ignor
     assert result.exit_code == 0, result.output
     assert "generated = " in result.output
     assert "[dstar-d0pi]" in result.output
-    for name in (
-        "config.yaml",
-        "metrics.jsonl",
-        "summary.json",
-        "checkpoints/v0000.pt",
-        "checkpoints/final.pt",
-        "plots/progress.png",
-        "plots/weights_by_version.png",
-    ):
+    for name in pipeline_fakes.RUN_DIR_FILES:
         assert (out / name).exists(), name
     assert next((out / "records").glob("part-*.parquet"))
     summary = load_summary(out / "summary.json")

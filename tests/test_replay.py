@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pipeline_fakes
 import pytest
 from pipeline_fakes import SKIM, FakeStages
 
@@ -38,15 +39,7 @@ def fake_plan(out: Path, *overrides: str, learn: bool = True):  # type: ignore[n
 def test_serial_run_writes_a_consistent_run_directory(tmp_path: Path) -> None:
     result = run_serial(fake_plan(tmp_path / "run", "run.events=12500"), show_live=False)
     run_dir = tmp_path / "run"
-    for name in (
-        "config.yaml",
-        "metrics.jsonl",
-        "summary.json",
-        "checkpoints/v0000.pt",
-        "checkpoints/final.pt",
-        "plots/progress.png",
-        "plots/weights_by_version.png",
-    ):
+    for name in pipeline_fakes.RUN_DIR_FILES:
         assert (run_dir / name).exists(), name
     s = result.summary
     assert s.n_generated == 12500  # exactly --events, the last batch is short
