@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from adaptive_bkg.events import BKG_TYPES, EventBatch, make_event_ids
+from adaptive_bkg.events import BKG_TYPES, EventBatch, make_event_ids, offsets_from_counts
 
 _CODES = np.array(
     [211, -211, 111, 22, 321, -321, 310, 130, 11, -11, 13, -13, 2212, -2212, 2112, -2112, 421,
@@ -37,8 +37,7 @@ def synthetic_events(
     counts = np.clip(
         np.rint(rng.normal(mean_particles, mean_particles / 3, n)), min_particles, max_particles
     ).astype(np.int64)
-    offsets = np.zeros(n + 1, np.int64)
-    np.cumsum(counts, out=offsets[1:])
+    offsets = offsets_from_counts(counts)
     total = int(offsets[-1])
     event_of = np.repeat(np.arange(n), counts)
     position = np.arange(total) - offsets[:-1][event_of]

@@ -37,7 +37,7 @@ from adaptive_bkg.backends.emulator.conditions import (
     K,
     P,
 )
-from adaptive_bkg.events import EventBatch
+from adaptive_bkg.events import EventBatch, offsets_from_counts
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
@@ -243,12 +243,6 @@ _PARTICLE_FIELDS = (
     "uid",
     "v0_parent",
 )
-
-
-def counts_to_offsets(counts: NDArray[np.integer]) -> I64:
-    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    return offsets
 
 
 def _final_state(batch: EventBatch, keys: U64) -> _Particles:
@@ -493,7 +487,8 @@ def _overlay_slots(keys: U64, mean: float, stream: int) -> tuple[I64, U64]:
     """Per-event Poisson counts of overlay objects -> (event index, key) per object."""
     counts = poisson(uniform(keys, stream), mean)
     event = np.repeat(np.arange(len(keys), dtype=np.int64), counts)
-    slot = np.arange(len(event), dtype=np.int64) - np.repeat(counts_to_offsets(counts)[:-1], counts)
+    starts = offsets_from_counts(counts)[:-1]
+    slot = np.arange(len(event), dtype=np.int64) - np.repeat(starts, counts)
     return event, child_keys(keys[event], slot, salt=stream)
 
 
@@ -555,7 +550,7 @@ def _sorted_csr(
     order = np.argsort(merged["event"], kind="stable")
     merged = {name: values[order] for name, values in merged.items()}
     counts = np.bincount(merged["event"].astype(np.int64), minlength=n_events)
-    return merged, counts_to_offsets(counts)
+    return merged, offsets_from_counts(counts)
 
 
 def _make_v0s(
@@ -602,7 +597,7 @@ def _make_v0s(
     mass = np.sqrt(np.maximum(energy**2 - px**2 - py**2 - pz**2, 0.0))
     event = tracks.event[a]
     return V0s(
-        offsets=counts_to_offsets(np.bincount(event, minlength=len(tracks.offsets) - 1)),
+        offsets=offsets_from_counts(np.bincount(event, minlength=len(tracks.offsets) - 1)),
         event=event,
         kind=kind,
         mass=mass,

@@ -31,8 +31,9 @@ from adaptive_bkg.backends.emulator.conditions import (
     E,
     K,
 )
-from adaptive_bkg.backends.emulator.detector import KSHORT, RecoEvents, counts_to_offsets
+from adaptive_bkg.backends.emulator.detector import KSHORT, RecoEvents
 from adaptive_bkg.errors import UserError
+from adaptive_bkg.events import offsets_from_counts
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
@@ -118,7 +119,7 @@ class Candidates:
     def select(self, mask: Bool) -> Candidates:
         event = self.event[mask]
         return Candidates(
-            offsets=counts_to_offsets(np.bincount(event, minlength=len(self.offsets) - 1)),
+            offsets=offsets_from_counts(np.bincount(event, minlength=len(self.offsets) - 1)),
             event=event,
             energy=self.energy[mask],
             px=self.px[mask],
@@ -142,7 +143,7 @@ class Candidates:
             return np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=-1)
 
         return Candidates(
-            offsets=counts_to_offsets(np.bincount(event, minlength=len(parts[0].offsets) - 1)),
+            offsets=offsets_from_counts(np.bincount(event, minlength=len(parts[0].offsets) - 1)),
             event=event[order],
             energy=np.concatenate([c.energy for c in parts])[order],
             px=np.concatenate([c.px for c in parts])[order],
@@ -164,7 +165,8 @@ def pair_indices(offsets_a: I64, offsets_b: I64, same: bool = False) -> tuple[I6
     n_a, n_b = np.diff(offsets_a), np.diff(offsets_b)
     n_pairs = n_a * n_b
     event = np.repeat(np.arange(len(n_a), dtype=np.int64), n_pairs)
-    k = np.arange(len(event), dtype=np.int64) - np.repeat(counts_to_offsets(n_pairs)[:-1], n_pairs)
+    starts = offsets_from_counts(n_pairs)[:-1]
+    k = np.arange(len(event), dtype=np.int64) - np.repeat(starts, n_pairs)
     nb = n_b[event]
     i = offsets_a[:-1][event] + k // nb
     j = offsets_b[:-1][event] + k % nb
@@ -216,7 +218,7 @@ def combine_indexed(
     i, j = i[ok], j[ok]
     event = a.event[i]
     combined = Candidates(
-        offsets=counts_to_offsets(np.bincount(event, minlength=len(a.offsets) - 1)),
+        offsets=offsets_from_counts(np.bincount(event, minlength=len(a.offsets) - 1)),
         event=event,
         energy=energy[ok],
         px=px[ok],
@@ -292,7 +294,7 @@ class SkimContext:
         charge = t.charge[idx]
         event = t.event[idx]
         return Candidates(
-            offsets=counts_to_offsets(np.bincount(event, minlength=self.n)),
+            offsets=offsets_from_counts(np.bincount(event, minlength=self.n)),
             event=event,
             energy=e,
             px=cx,
@@ -375,7 +377,7 @@ class SkimContext:
         e, px, py, pz = self.beams.to_cms(v.energy[sel], v.px[sel], v.py[sel], v.pz[sel])
         event = v.event[sel]
         return Candidates(
-            offsets=counts_to_offsets(np.bincount(event, minlength=self.n)),
+            offsets=offsets_from_counts(np.bincount(event, minlength=self.n)),
             event=event,
             energy=e,
             px=px,
