@@ -151,6 +151,7 @@ class LiveView:
         self.metrics_path = Path(metrics_path)
         self.title = title
         console = Console(stderr=True)
+        self.console = console
         self.show = console.is_terminal if show is None else show
         self._live = (
             Live(console=console, refresh_per_second=2, transient=False) if self.show else None
@@ -177,3 +178,8 @@ class LiveView:
             out.write(record.to_json() + "\n")
         if self._live is not None:
             self._live.update(render(record, self.title))
+
+    def notice(self, text: str) -> None:
+        """Say something the user must see now (a degraded state, a restart): one line on
+        stderr, above the live table when there is one, and in plain text otherwise."""
+        self.console.print(escape(text), highlight=False, soft_wrap=True)
