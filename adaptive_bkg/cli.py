@@ -59,7 +59,20 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 
 def resolve_config(config: Path | None, overrides: list[str] | None) -> Config:
-    return load_config(config, overrides or ())
+    """The validated config, with plugin skims/backends resolved to their names (once)."""
+    from adaptive_bkg.backends.plugins import resolve_plugins
+
+    return resolve_plugins(load_config(config, overrides or ()))
+
+
+def _resolve_skims(cfg: Config, specs: list[str] | None) -> tuple[Config, list[str] | None]:
+    """Names for --skim/--skims given as catalogue names or import paths (plugins recorded)."""
+    from adaptive_bkg.backends.plugins import resolve_skims
+
+    if specs is None:
+        return cfg, None
+    cfg, names = resolve_skims(cfg, specs)
+    return cfg, list(names)
 
 
 def _version_callback(value: bool) -> None:
@@ -248,10 +261,14 @@ def run(
     set_: SetOption = None,
 ) -> None:
     """Produce a filtered, weighted background sample on Ray, learning online (docs/pipeline.md)."""
+    from adaptive_bkg.progress import start_line
     from adaptive_bkg.runbook import plan_run, production_overrides
 
     overrides = production_overrides(skim, skims, budget, events, target_neff, policy, out, address)
-    plan = plan_run(resolve_config(config, [*(set_ or []), *overrides]), learn=not no_learn)
+    cfg = resolve_config(config, [*(set_ or []), *overrides])
+    where = f"joining the Ray cluster at {cfg.ray.address}" if cfg.ray.address else "starting Ray"
+    console.print(start_line(cfg, not no_learn, where), highlight=False, soft_wrap=True)
+    plan = plan_run(cfg, learn=not no_learn)
     from adaptive_bkg.orchestrate import run_pipeline
 
     _print_result(run_pipeline(plan, show_live=False if quiet else None))
@@ -277,11 +294,14 @@ def replay(
     set_: SetOption = None,
 ) -> None:
     """Replay a recorded dataset through the same stages, offline, without Ray."""
+    from adaptive_bkg.progress import start_line
     from adaptive_bkg.replay import replay_run
     from adaptive_bkg.runbook import production_overrides
 
     overrides = production_overrides(skim, skims, budget, events, None, policy, out)
     cfg = resolve_config(config, [*(set_ or []), *overrides])
+    where = f"replaying {data} in this process"
+    console.print(start_line(cfg, not no_learn, where), highlight=False, soft_wrap=True)
     _print_result(replay_run(cfg, data, learn=not no_learn, show_live=False if quiet else None))
 
 
@@ -388,12 +408,10 @@ def label(
     overrides = [*(set_ or []), f"generator.types={types}"]
     if seed is not None:
         overrides.append(f"generator.seed={seed}")
-    cfg = resolve_config(config, overrides)
+    cfg, names = _resolve_skims(resolve_config(config, overrides), _split_skims(skims))
     bar, update = _progress_bar("labelling", events)
     with bar:
-        summary = label_events(
-            cfg.generator, cfg.backend, events, out, _split_skims(skims), progress=update
-        )
+        summary = label_events(cfg.generator, cfg.backend, events, out, names, progress=update)
     table = Table(title=f"{summary.n_events} labelled events -> {summary.path}")
     table.add_column("skim")
     table.add_column("pass rate", justify="right")
@@ -509,7 +527,8 @@ def pretrain_command(
                 raise UserError("--self-supervised uses no labels: drop --skims and --loss")
             ssl = pretrain_masked_pdg(cfg, data, out, max_events=max_events, progress=progress)
         else:
-            run = pretrain(cfg, data, out, _split_skims(skims), max_events=max_events,
+            cfg, names = _resolve_skims(cfg, _split_skims(skims))
+            run = pretrain(cfg, data, out, names, max_events=max_events,
                            progress=progress)  # fmt: skip
     if self_supervised:
         last = ssl.epochs[-1]
@@ -558,7 +577,8 @@ def finetune_command(
     from adaptive_bkg.recipes import finetune
 
     cfg = resolve_config(config, _training_overrides(set_, epochs, loss, seed, preset))
-    skims = _split_skims(skim) or []
+    cfg, names = _resolve_skims(cfg, _split_skims(skim))
+    skims = names or []
     bar, _ = _progress_bar("preparing", 1)
     progress = _epoch_progress(bar)
 

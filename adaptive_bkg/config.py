@@ -141,6 +141,14 @@ class BackendConfig(Section):
     cost: CostConfig = CostConfig()
     external: ExternalConfig = ExternalConfig()
     replay: ReplayConfig = ReplayConfig()
+    plugins: tuple[str, ...] = Field(
+        default=(),
+        description="import paths of plugin skims/backends, loaded in every process (filled in "
+        "from --skim my_module:MySkim, which then goes by the skim's name)",
+    )
+    plugin_path: tuple[str, ...] = Field(
+        default=(), description="folders put on sys.path before the plugins are imported"
+    )
 
 
 class ModelConfig(Section):

@@ -117,14 +117,33 @@ def run_serial(plan: RunPlan, show_live: bool | None = None) -> RunResult:
     return book.finish(final, reason, learner.full_snapshot())
 
 
+def _check_labels(data: Path, skims: tuple[str, ...]) -> None:
+    """Fail before anything is written when `data` lacks labels for a requested skim."""
+    from adaptive_bkg.backends.replay import recorded_skims
+
+    FileSource(data)  # not Parquet, or neither events nor labelled events: one line
+    available = recorded_skims(data)
+    absent = [s for s in skims if s not in available]
+    if absent:
+        raise UserError(
+            f"{data} has no labels for skim(s) {', '.join(absent)} (it has: "
+            f"{', '.join(available) or 'none'}); pick one of those with --skim, or label events "
+            f"for it: adaptive-bkg label --skims {','.join(absent)} -o FILE"
+        )
+
+
 def replay_run(
     cfg: Config, data: Path, learn: bool = True, show_live: bool | None = None
 ) -> RunResult:
     """Replay a recorded (labelled) dataset through the stages; same outputs as `run`."""
+    from adaptive_bkg.backends.plugins import resolve_plugins
+
     data = Path(data)
     if not data.exists():
         raise UserError(f"replay data {data} not found")
+    cfg = resolve_plugins(cfg)  # `--skim my_module:MySkim` reads the column pass_<its name>
     if cfg.backend.name == "emulator":
+        _check_labels(data, cfg.run.skims)
         # Labels from the file itself (the replay backend), not a fresh simulation.
         cfg = with_overrides(cfg, ["backend.name=replay", f"backend.replay.path={data}"])
     cfg = with_overrides(cfg, ["ray.generators=1"])  # one reader of the file

@@ -25,6 +25,7 @@ from adaptive_bkg.config import Config
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.live import LiveView, metrics_record
 from adaptive_bkg.metrics import RunSummary
+from adaptive_bkg.progress import toward_stop
 from adaptive_bkg.stages.build import StageFactory, make_factory
 from adaptive_bkg.stages.learner import LearnerStatus
 from adaptive_bkg.stages.recorder import (
@@ -53,6 +54,9 @@ def plan_run(
     cfg: Config, learn: bool = True, factory: StageFactory | None = None, tag: str = ""
 ) -> RunPlan:
     """Validate every user input (skims, budget, policy, checkpoint, out dir) up front."""
+    from adaptive_bkg.backends.plugins import resolve_plugins
+
+    cfg = resolve_plugins(cfg)  # plugin skims go by their name from here on
     skims = tuple(cfg.run.skims)
     if not skims:
         raise UserError("no skim given: use --skim NAME (e.g. --skim dstar-d0pi)")
@@ -116,6 +120,9 @@ class RunBook:
         self.filter_version = -1
         self.n_dropped_for_learner = 0
         self.learner_failure: str | None = None
+        self._told_failure = False
+        self._told_dropped = 0
+        self._last_drop_notice = -math.inf
         self._last_log = -math.inf
         self._last_counts = (0, 0, self.start)
         self._rates = (0.0, 0.0, 0.0)  # generated, kept, simulated per wall second
@@ -157,7 +164,29 @@ class RunBook:
         path = self.run_dir / "checkpoints" / (name or f"v{snapshot.version:04d}.pt")
         self.plan.factory.save_checkpoint(path, snapshot)
 
+    def _tell_degraded(self) -> None:
+        """State a degraded production on screen when it happens (not only in summary.json)."""
+        if self.learner_failure and not self._told_failure:
+            self._told_failure = True
+            self.live.notice(
+                f"learner failed ({self.learner_failure[:200]}); production goes on with model "
+                f"version {self.filter_version} and learns no more"
+            )
+        dropped = self.n_dropped_for_learner
+        if (
+            self.plan.learn
+            and dropped > self._told_dropped
+            and (time.monotonic() - self._last_drop_notice >= self.plan.cfg.run.metrics_every_s * 5)
+        ):
+            self.live.notice(
+                f"learner busy: {dropped} batch(es) so far recorded but not trained on "
+                "(production never waits for it; run.wait_for_learner=true makes it wait)"
+            )
+            self._told_dropped = dropped
+            self._last_drop_notice = time.monotonic()
+
     def log(self, force: bool = False) -> None:
+        self._tell_degraded()
         now = time.monotonic()
         if self.recorder is None or (
             not force and now - self._last_log < self.plan.cfg.run.metrics_every_s
@@ -180,7 +209,8 @@ class RunBook:
                 model_version=self.filter_version,
                 learner_steps=learner.steps if learner else 0,
                 online_auc=learner.online_auc if learner else None,
-            )
+            ),
+            toward_stop(self.plan.stop, self.progress(), self.wall_s()),
         )
         self._last_log = now
         self._last_counts = (status.n_generated, status.n_kept, now)

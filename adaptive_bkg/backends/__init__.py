@@ -62,6 +62,9 @@ def load_object(path: str, what: str) -> Any:
 
 def make_backend(cfg: BackendConfig, skims: Sequence[str] | None = None) -> SimulationBackend:
     """Build the backend `cfg.name` for `skims` (None: `cfg.skims`, and None there = all)."""
+    from adaptive_bkg.backends.plugins import load_plugins
+
+    load_plugins(cfg)  # in a fresh process (a Ray actor): the plugins the driver resolved
     chosen = tuple(skims) if skims is not None else cfg.skims
     name = cfg.name
     if ":" in name:

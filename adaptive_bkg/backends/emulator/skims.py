@@ -836,13 +836,31 @@ HELD_OUT_SKIMS: tuple[str, ...] = ("radiative", "dstar-d0pi")
 """Skims kept out of pretraining (transfer study and demo)."""
 
 
+PLUGIN_SKIMS: dict[str, Skim] = {}
+"""Plugin skims loaded in this process (`backends.plugins`), by their `name`."""
+
+
+def register_skim(skim: Skim) -> None:
+    """Make a plugin skim known by its `name` in this process (a catalogue name may not be
+    taken: one name, one skim)."""
+    if skim.name in SKIMS and SKIMS[skim.name] is not skim:
+        raise UserError(
+            f"plugin skim {type(skim).__name__} is named '{skim.name}', which is a catalogue "
+            "skim; give it another name"
+        )
+    PLUGIN_SKIMS[skim.name] = skim
+
+
 def get_skims(names: Sequence[str] | None = None) -> tuple[Skim, ...]:
-    """Skims by name (None = all registered), or by import path `my_module:MySkim`."""
+    """Skims by name (None = the catalogue), by a loaded plugin's name, or by import path
+    `my_module:MySkim`."""
     if names is None:
         return tuple(SKIMS.values())
     out: list[Skim] = []
     for name in names:
-        if ":" in name:
+        if name in PLUGIN_SKIMS:
+            out.append(PLUGIN_SKIMS[name])
+        elif ":" in name:
             from adaptive_bkg.backends import load_object
 
             obj = load_object(name, "skim")
