@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from adaptive_bkg.metrics import RunSummary
+from adaptive_bkg.progress import Toward, plain_line
 
 
 @dataclass(frozen=True)
@@ -107,11 +108,14 @@ def read_metrics(path: Path) -> list[MetricsRecord]:
     return [MetricsRecord.from_json(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def render(record: MetricsRecord, title: str = "adaptive-bkg") -> Table:
+def render(
+    record: MetricsRecord, title: str = "adaptive-bkg", toward: Toward | None = None
+) -> Table:
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("quantity")
     table.add_column("value", justify="right")
-    rows = [
+    rows = [("progress", toward.describe())] if toward is not None else []
+    rows += [
         ("wall time", f"{record.wall_s:,.0f} s"),
         (
             "budget spent",
@@ -145,14 +149,26 @@ def render(record: MetricsRecord, title: str = "adaptive-bkg") -> Table:
 
 
 class LiveView:
-    """Appends records to metrics.jsonl; shows them in a rich Live table on a terminal."""
+    """Appends records to metrics.jsonl and shows them.
+
+    `show=None` (the CLI default): a rich Live table on stderr when stdout is a terminal, else
+    one plain line per record on stdout (batch jobs, `| tee`); True: the table; False: nothing
+    (`--quiet`, tests). Notices (degraded states) are always printed.
+    """
 
     def __init__(self, metrics_path: Path, title: str, show: bool | None = None) -> None:
         self.metrics_path = Path(metrics_path)
         self.title = title
         console = Console(stderr=True)
         self.console = console
-        self.show = console.is_terminal if show is None else show
+        self.plain = (
+            Console(soft_wrap=True, highlight=False, markup=False) if show is None else None
+        )
+        if show is None:
+            show = self.plain is not None and self.plain.is_terminal
+            if show:
+                self.plain = None
+        self.show = show
         self._live = (
             Live(console=console, refresh_per_second=2, transient=False) if self.show else None
         )
@@ -172,14 +188,29 @@ class LiveView:
         if self._live is not None:
             self._live.__exit__(exc_type, exc, tb)
 
-    def update(self, record: MetricsRecord) -> None:
+    def update(self, record: MetricsRecord, toward: Toward | None = None) -> None:
         self.last = record
         with self.metrics_path.open("a") as out:
             out.write(record.to_json() + "\n")
         if self._live is not None:
-            self._live.update(render(record, self.title))
+            self._live.update(render(record, self.title, toward))
+        elif self.plain is not None:
+            self.plain.print(
+                plain_line(
+                    record.wall_s,
+                    record.n_generated,
+                    record.n_kept,
+                    record.model_version,
+                    {k: s.n_eff for k, s in record.skims.items()},
+                    {k: s.speedup for k, s in record.skims.items()},
+                    toward,
+                )
+            )
 
     def notice(self, text: str) -> None:
         """Say something the user must see now (a degraded state, a restart): one line on
-        stderr, above the live table when there is one, and in plain text otherwise."""
+        stderr, above the live table when there is one, and in plain text otherwise (and in
+        the plain log on stdout too, so that a `| tee` log holds it)."""
         self.console.print(escape(text), highlight=False, soft_wrap=True)
+        if self.plain is not None and not self.console.is_terminal:
+            self.plain.print(f"note: {text}")

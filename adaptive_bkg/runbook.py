@@ -25,7 +25,7 @@ from adaptive_bkg.config import Config
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.live import LiveView, metrics_record
 from adaptive_bkg.metrics import RunSummary
-from adaptive_bkg.progress import toward_stop
+from adaptive_bkg.progress import Toward, toward_stop
 from adaptive_bkg.stages.build import StageFactory, make_factory
 from adaptive_bkg.stages.learner import LearnerStatus
 from adaptive_bkg.stages.recorder import (
@@ -121,6 +121,7 @@ class RunBook:
         self.n_dropped_for_learner = 0
         self.learner_failure: str | None = None
         self._told_failure = False
+        self._eta_origin: tuple[float, float] | None = None
         self._told_dropped = 0
         self._last_drop_notice = -math.inf
         self._last_log = -math.inf
@@ -185,6 +186,13 @@ class RunBook:
             self._told_dropped = dropped
             self._last_drop_notice = time.monotonic()
 
+    def _toward(self) -> Toward:
+        wall = self.wall_s()
+        toward = toward_stop(self.plan.stop, self.progress(), wall, self._eta_origin or (0, 0))
+        if self._eta_origin is None:
+            self._eta_origin = (wall, toward.fraction)
+        return toward
+
     def log(self, force: bool = False) -> None:
         self._tell_degraded()
         now = time.monotonic()
@@ -210,7 +218,7 @@ class RunBook:
                 learner_steps=learner.steps if learner else 0,
                 online_auc=learner.online_auc if learner else None,
             ),
-            toward_stop(self.plan.stop, self.progress(), self.wall_s()),
+            self._toward(),
         )
         self._last_log = now
         self._last_counts = (status.n_generated, status.n_kept, now)
