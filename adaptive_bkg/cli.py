@@ -685,6 +685,112 @@ def export_onnx_command(
     )
 
 
+# --- analysis: plot, compare, sweep (library code in plots.py, closure.py, compare.py, sweep.py)
+@app.command("plot")
+@user_errors
+def plot_command(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory (runs/<name>).")],
+    closure: Annotated[
+        Path | None,
+        typer.Option("--closure", help="Labelled file the run replayed: closure plots too."),
+    ] = None,
+) -> None:
+    """Write a run's plots to RUN_DIR/plots (N_eff, speedup, weights, p, ROC, closure)."""
+    from adaptive_bkg.plots import plot_run
+
+    for path in plot_run(run_dir, closure_data=closure):
+        console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+
+
+def _print_comparison(comparison: Any) -> None:
+    from rich.table import Table
+
+    from adaptive_bkg.compare import COLUMNS, table_cells
+
+    for skim in comparison.skims:
+        table = Table(title=f"[{skim}]")
+        for name in COLUMNS:
+            table.add_column(name, justify="left" if name in ("run", "policy") else "right")
+        for row in comparison.for_skim(skim):
+            table.add_row(*table_cells(row))
+        table.caption = "speedup ± its statistical error; time to 90 %: compute until the "
+        table.caption += "speedup reached 90 % of its final value for good"
+        Console(width=max(console.width, 150)).print(table)
+
+
+@app.command("compare")
+@user_errors
+def compare_command(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories to compare.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the table files and overlay plots.")
+    ] = Path("compare"),
+) -> None:
+    """A table per skim of several runs (speedup ± error, oracle, time to speedup) and overlays."""
+    from adaptive_bkg.compare import compare_runs, write_comparison
+
+    comparison = compare_runs(run_dirs)
+    _print_comparison(comparison)
+    written = write_comparison(comparison, out)
+    console.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
+
+
+@app.command("sweep")
+@user_errors
+def sweep_command(
+    data: Annotated[Path, typer.Argument(help="Labelled-events file to replay.")],
+    grid: Annotated[
+        list[str],
+        typer.Option("--grid", help="key=v1,v2 (repeatable): config key, policy or learn=on,off."),
+    ],
+    skim: Annotated[str | None, typer.Option("--skim", help="Skim to produce for.")] = None,
+    skims: Annotated[
+        str | None, typer.Option("--skims", help="Several skims, comma-separated.")
+    ] = None,
+    events: Annotated[int | None, typer.Option("--events", help="Events per replay.")] = None,
+    budget: Annotated[str | None, typer.Option("--budget", help="Budget per replay.")] = None,
+    no_learn: Annotated[
+        bool, typer.Option("--no-learn", help="Static model (unless the grid sets learn).")
+    ] = False,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", help="Parallel replays (default: cores).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Sweep folder.")] = Path("sweep"),
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Replay DATA over a grid of settings in parallel processes, then compare the replays."""
+    from adaptive_bkg.compare import compare_runs, write_comparison
+    from adaptive_bkg.replay import check_replayable
+    from adaptive_bkg.runbook import production_overrides
+    from adaptive_bkg.sweep import grid_points, run_sweep
+
+    overrides = production_overrides(skim, skims, budget, events)
+    cfg = resolve_config(config, [*(set_ or []), *overrides, "run.plots=false"])
+    points = grid_points(cfg, grid, learn=not no_learn)
+    check_replayable(cfg, data)
+    console.print(
+        f"adaptive-bkg sweep: {len(points)} replays of {data} for {', '.join(cfg.run.skims)} "
+        f"into {out}/ …",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+    def done(k: int, result: Any) -> None:
+        what = result.error or ", ".join(f"{s} speedup {v:.2f}" for s, v in result.speedups.items())
+        console.print(f"[{k}/{len(points)}] {result.point.name}: {what}", highlight=False,
+                      markup=False, soft_wrap=True)  # fmt: skip
+
+    results = run_sweep(cfg, data, points, out, jobs=jobs, on_done=done)
+    finished = [r.run_dir for r in results if r.error is None]
+    if not finished:
+        raise UserError(f"no replay of the sweep finished: {results[0].error}")
+    comparison = compare_runs(finished)
+    _print_comparison(comparison)
+    written = write_comparison(comparison, out)
+    console.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     app()
 

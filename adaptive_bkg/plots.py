@@ -1,76 +1,338 @@
-"""End-of-run plots from a run directory: N_eff and speedup vs time, weights per model version."""
+"""Plots of a run directory in a HEP style: mplhep's ROOT style, `histplot` for histograms and
+a "Belle II Simulation" label (mplhep has no Belle II style; this is its manner of labelling).
+
+Each plot is a data function returning a typed result (what the tests check: the numbers, not
+the pixels) and a small drawing function on a given axes; the notebooks call the same pairs:
+
+    progress_curves(run_dir)           -> plot_neff_vs_compute, plot_speedup_vs_compute
+    weights_by_version(run_dir)        -> plot_weights_by_version
+    keep_probability_by_label(run_dir) -> plot_keep_probability
+    roc_by_version(run_dir)            -> plot_roc
+    closure.closure_histograms(...)    -> plot_closure (closure.py)
+
+`plot_run(run_dir)` writes them all to `run_dir/plots/` (and is called at the end of every run).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
+import mplhep
 import numpy as np
+from numpy.typing import NDArray
 
+from adaptive_bkg.errors import UserError
 from adaptive_bkg.live import read_metrics
-from adaptive_bkg.stages.recorder import read_records
+from adaptive_bkg.stages.recorder import read_records, records_skims
+
+F64 = NDArray[np.float64]
+MAX_VERSIONS = 6  # versions drawn per plot, spread evenly from first to last
 
 
-def plot_run(run_dir: Path) -> list[Path]:
-    """Write plots/progress.png and plots/weights_by_version.png; returns the paths."""
+@contextmanager
+def hep_style() -> Iterator[None]:
+    """mplhep's ROOT style for the plots made inside (leaves global matplotlib settings alone)."""
+    with plt.style.context(mplhep.style.ROOT):
+        yield
+
+
+def experiment_label(ax: Any, rlabel: str = "") -> None:
+    """ "Belle II Simulation" top left (as Belle II labels its simulation plots), `rlabel` right."""
+    mplhep.label.exp_label(exp="Belle II", llabel="Simulation", rlabel=rlabel, ax=ax, loc=0)
+
+
+def check_run_dir(run_dir: Path) -> Path:
+    """A finished or running run directory, else a one-line error naming what is missing."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is not a directory; give a run directory (runs/<name>)")
+    if not (run_dir / "records").is_dir() or not any((run_dir / "records").glob("part-*.parquet")):
+        raise UserError(
+            f"{run_dir} is not a run directory (no records/part-*.parquet): give one written by "
+            "adaptive-bkg run or replay"
+        )
+    return run_dir
+
+
+def spread(values: Sequence[int], n: int = MAX_VERSIONS) -> list[int]:
+    """At most n of the sorted values, evenly spread and always with the first and last."""
+    if len(values) <= n:
+        return list(values)
+    return [values[int(i)] for i in np.unique(np.linspace(0, len(values) - 1, n).round())]
+
+
+# --- N_eff and speedup vs compute -------------------------------------------------------------
+@dataclass(frozen=True)
+class SkimCurve:
+    """One skim's progress, one point per metrics record."""
+
+    compute_h: F64  # emulated compute spent [h] (Σ cost_fast + cost_nn + cost_slow)
+    n_eff: F64
+    speedup: F64
+    oracle_speedup: F64
+    n_eff_no_filter: F64  # ε̂·compute/t3: what the same compute gives without a filter
+    n_eff_oracle: F64  # the no-filter N_eff times the oracle speedup (a perfect classifier)
+
+
+def progress_curves(run_dir: Path) -> dict[str, SkimCurve]:
+    """Per skim, N_eff and speedup vs compute from metrics.jsonl (empty if it has no lines).
+
+    The no-filter line is N_eff / speedup: by the speedup's definition (DESIGN §2) exactly the
+    N_eff the same compute buys without a filter (ε̂·C/t3 with the run's mean costs then)."""
+    records = read_metrics(Path(run_dir) / "metrics.jsonl")
+    if not records:
+        return {}
+    compute = np.array([m.total_cost_s for m in records])
+    curves = {}
+    for skim in records[-1].skims:
+        rows = [m.skims[skim] for m in records if skim in m.skims]
+        n_eff = np.array([s.n_eff for s in rows])
+        speedup = np.array([s.speedup for s in rows])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            no_filter = np.where(speedup > 0, n_eff / speedup, np.nan)
+        oracle = np.array([s.oracle_speedup for s in rows])
+        curves[skim] = SkimCurve(
+            compute_h=compute[-len(rows) :] / 3600.0,
+            n_eff=n_eff,
+            speedup=speedup,
+            oracle_speedup=oracle,
+            n_eff_no_filter=no_filter,
+            n_eff_oracle=no_filter * oracle,
+        )
+    return curves
+
+
+def plot_neff_vs_compute(curves: Mapping[str, SkimCurve], ax: Any, tag: str = "") -> None:
+    """N_eff vs compute, with the oracle (dashed) and no-filter (dotted) N_eff per skim."""
+    for skim, c in curves.items():
+        (line,) = ax.plot(c.compute_h, c.n_eff, label=f"{tag}{skim}")
+        if not tag:  # reference lines once (not per run in an overlay)
+            color = line.get_color()
+            ax.plot(c.compute_h, c.n_eff_oracle, ls="--", color=color, label=f"{skim} oracle")
+            ax.plot(c.compute_h, c.n_eff_no_filter, ls=":", color=color, label=f"{skim} no filter")
+    ax.set_xlabel("emulated compute [h]")
+    ax.set_ylabel(r"$N_\mathrm{eff} = (\sum w)^2 / \sum w^2$")
+    ax.legend(fontsize="x-small")
+
+
+def plot_speedup_vs_compute(curves: Mapping[str, SkimCurve], ax: Any, tag: str = "") -> None:
+    """Cumulative speedup vs compute; oracle dashed; no filter = 1 (dotted)."""
+    for skim, c in curves.items():
+        (line,) = ax.plot(c.compute_h, c.speedup, label=f"{tag}{skim}")
+        if not tag:
+            ax.plot(c.compute_h, c.oracle_speedup, ls="--", color=line.get_color(),
+                    label=f"{skim} oracle")  # fmt: skip
+    ax.axhline(1.0, color="grey", ls=":", lw=1, label="no filter")
+    # Log scale: the oracle is often 10-40x the achieved speedup.
+    ax.set_yscale("log")
+    ax.set_xlabel("emulated compute [h]")
+    ax.set_ylabel("speedup (cumulative)")
+    ax.legend(fontsize="x-small")
+
+
+# --- per model version -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VersionHistograms:
+    """Weighted histograms per model version: counts[i] for versions[i] (Σw² in sumw2)."""
+
+    versions: tuple[int, ...]
+    edges: F64
+    counts: F64  # [n_versions, n_bins]
+    sumw2: F64
+
+
+def _records(run_dir: Path, columns: list[str]) -> dict[str, NDArray[Any]]:
+    table = read_records(check_run_dir(run_dir), columns=columns)
+    return {
+        c: table.column(c).fill_null(False).to_numpy(zero_copy_only=False)
+        if c.startswith("pass_")
+        else table.column(c).to_numpy()
+        for c in columns
+    }
+
+
+def _histograms(
+    values: F64, weights: F64, versions: NDArray[Any], shown: list[int], edges: F64
+) -> VersionHistograms:
+    counts = np.zeros((len(shown), len(edges) - 1))
+    sumw2 = np.zeros_like(counts)
+    for i, v in enumerate(shown):
+        sel = versions == v
+        counts[i] = np.histogram(values[sel], edges, weights=weights[sel])[0]
+        sumw2[i] = np.histogram(values[sel], edges, weights=weights[sel] ** 2)[0]
+    return VersionHistograms(tuple(shown), edges, counts, sumw2)
+
+
+def weights_by_version(run_dir: Path) -> VersionHistograms:
+    """Kept events per weight bin (log bins from 1 to the largest weight), per model version."""
+    r = _records(run_dir, ["model_version", "kept", "weight"])
+    kept = r["kept"]
+    w, versions = r["weight"][kept], r["model_version"][kept]
+    top = max(float(w.max()) if w.size else 2.0, 2.0)
+    edges = np.logspace(0, np.log10(top) + 0.05, 31)
+    shown = spread(sorted(int(v) for v in np.unique(versions)))
+    return _histograms(w, np.ones_like(w), versions, shown, edges)
+
+
+def plot_weights_by_version(h: VersionHistograms, ax: Any) -> None:
+    for i, v in enumerate(h.versions):
+        mplhep.histplot(h.counts[i], h.edges, ax=ax, label=f"v{v}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("weight $w = 1/p$")
+    ax.set_ylabel("kept events / bin")
+    ax.legend(fontsize="x-small", title="model version")
+
+
+@dataclass(frozen=True)
+class KeepProbability:
+    """Per skim and version: the keep probability p of passing and of failing events, each
+    weighted by w = 1/p over kept events (an unbiased estimate of all events' distribution)."""
+
+    skim: str
+    passing: VersionHistograms
+    failing: VersionHistograms
+
+
+def keep_probability_by_label(run_dir: Path, skim: str | None = None) -> KeepProbability:
+    skim = skim or records_skims(Path(run_dir) / "records")[0]
+    r = _records(run_dir, ["model_version", "kept", "weight", "p", f"pass_{skim}"])
+    kept = r["kept"]
+    p, w, versions = r["p"][kept], r["weight"][kept], r["model_version"][kept]
+    passed = r[f"pass_{skim}"][kept].astype(bool)
+    low = 0.9 * max(min(float(p.min()) if p.size else 0.01, 0.5), 1e-4)
+    edges = np.logspace(np.log10(low), 0, 26)
+    edges[-1] = 1.0 + 1e-9  # p = 1 lands in the last bin
+    shown = spread(sorted(int(v) for v in np.unique(versions)), 4)
+    return KeepProbability(
+        skim,
+        _histograms(p[passed], w[passed], versions[passed], shown, edges),
+        _histograms(p[~passed], w[~passed], versions[~passed], shown, edges),
+    )
+
+
+def plot_keep_probability(k: KeepProbability, ax: Any) -> None:
+    """Solid: passing events; dashed: failing ones; each normalised to unit area."""
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, v in enumerate(k.passing.versions):
+        color = colors[i % len(colors)]
+        for h, ls, what in ((k.passing, "-", "pass"), (k.failing, "--", "fail")):
+            total = h.counts[i].sum()
+            if total > 0:
+                mplhep.histplot(h.counts[i] / total, h.edges, ax=ax, color=color, ls=ls,
+                                label=f"v{v} {what}")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("keep probability $p$")
+    ax.set_ylabel("fraction of events (weighted by $1/p$)")
+    ax.legend(fontsize="x-small", title=k.skim)
+
+
+@dataclass(frozen=True)
+class Roc:
+    """ROC of one model version's q on the events it scored (fresh: it never trained on them),
+    from the kept ones weighted by 1/p, which estimates the ROC over all scored events."""
+
+    version: int
+    false_positive_rate: F64
+    true_positive_rate: F64
+    auc: float
+    n_pass: int  # kept passing events behind the curve
+    n_fail: int
+
+
+def weighted_roc(score: F64, label: NDArray[np.bool_], weight: F64) -> tuple[F64, F64, float]:
+    """(fpr, tpr, AUC) with per-event weights; ties in the score form one step."""
+    order = np.argsort(-score, kind="stable")
+    s, y, w = score[order], label[order], weight[order]
+    tp = np.cumsum(w * y)
+    fp = np.cumsum(w * ~y)
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # end of each group of equal scores
+    tpr = np.r_[0.0, tp[last] / max(tp[-1], 1e-300)]
+    fpr = np.r_[0.0, fp[last] / max(fp[-1], 1e-300)]
+    return fpr, tpr, float(np.trapezoid(tpr, fpr))
+
+
+def roc_by_version(run_dir: Path, skim: str | None = None) -> list[Roc]:
+    skim = skim or records_skims(Path(run_dir) / "records")[0]
+    r = _records(run_dir, ["model_version", "kept", "weight", f"q_{skim}", f"pass_{skim}"])
+    kept = r["kept"]
+    q, w, versions = r[f"q_{skim}"][kept], r["weight"][kept], r["model_version"][kept]
+    passed = r[f"pass_{skim}"][kept].astype(bool)
+    out = []
+    for v in spread(sorted(int(v) for v in np.unique(versions))):
+        sel = versions == v
+        n_pass, n_fail = int(passed[sel].sum()), int((~passed[sel]).sum())
+        if n_pass and n_fail:
+            fpr, tpr, auc = weighted_roc(q[sel], passed[sel], w[sel])
+            out.append(Roc(v, fpr, tpr, auc, n_pass, n_fail))
+    return out
+
+
+def plot_roc(rocs: Sequence[Roc], ax: Any, skim: str = "") -> None:
+    for roc in rocs:
+        ax.plot(roc.false_positive_rate, roc.true_positive_rate,
+                label=f"v{roc.version} AUC {roc.auc:.3f} ({roc.n_pass} pass)")  # fmt: skip
+    ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1, label="random")
+    ax.set_xlabel("false positive rate (failing events kept)")
+    ax.set_ylabel("true positive rate")
+    ax.legend(fontsize="x-small", title=skim)
+
+
+# --- all of it ----------------------------------------------------------------------------------
+def _save(fig: Any, path: Path, tight: bool = True) -> Path:
+    if tight:
+        fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_run(run_dir: Path, closure_data: Path | None = None) -> list[Path]:
+    """Write every plot of `run_dir` into `run_dir/plots/`; returns the paths written."""
+    run_dir = check_run_dir(run_dir)
     out = run_dir / "plots"
     out.mkdir(exist_ok=True)
+    skims = records_skims(run_dir / "records")
+    title = ", ".join(skims)
     written = []
-    metrics = read_metrics(run_dir / "metrics.jsonl")
-    if metrics:
-        fig, (ax_neff, ax_speed) = plt.subplots(1, 2, figsize=(10, 4))
-        spent_h = np.array([m.spent_s for m in metrics]) / 3600.0
-        for skim in metrics[-1].skims:
-            ax_neff.plot(spent_h, [m.skims[skim].n_eff for m in metrics], label=skim)
-            line = ax_speed.plot(spent_h, [m.skims[skim].speedup for m in metrics], label=skim)
-            ax_speed.plot(
-                spent_h,
-                [m.skims[skim].oracle_speedup for m in metrics],
-                ls="--",
-                color=line[0].get_color(),
-                label=f"{skim} oracle",
-            )
-        ax_neff.set(xlabel="budget spent [h]", ylabel="N_eff", title="effective sample size")
-        # Log scale: the oracle is often 10-40x above the achieved speedup, which a linear axis
-        # would flatten into a line at the bottom. The dotted line at 1 is "no filter".
-        ax_speed.axhline(1.0, color="grey", ls=":", lw=1)
-        ax_speed.set(
-            xlabel="budget spent [h]",
-            ylabel="speedup (cumulative)",
-            title="speedup vs unfiltered",
-            yscale="log",
-        )
-        for ax in (ax_neff, ax_speed):
-            ax.legend(fontsize=8)
-            ax.grid(alpha=0.3)
-        fig.tight_layout()
-        written.append(out / "progress.png")
-        fig.savefig(written[-1], dpi=100)
-        plt.close(fig)
+    with hep_style():
+        curves = progress_curves(run_dir)
+        if curves:
+            fig, (ax_neff, ax_speed) = plt.subplots(1, 2, figsize=(14, 6))
+            plot_neff_vs_compute(curves, ax_neff)
+            plot_speedup_vs_compute(curves, ax_speed)
+            for ax in (ax_neff, ax_speed):
+                experiment_label(ax, title)
+            written.append(_save(fig, out / "progress.png"))
+        if any(_records(run_dir, ["kept"])["kept"]):
+            fig, ax = plt.subplots(figsize=(8, 6))
+            plot_weights_by_version(weights_by_version(run_dir), ax)
+            experiment_label(ax, title)
+            written.append(_save(fig, out / "weights_by_version.png"))
+            fig, axes = plt.subplots(1, len(skims), figsize=(8 * len(skims), 6), squeeze=False)
+            for ax, skim in zip(axes[0], skims, strict=True):
+                plot_keep_probability(keep_probability_by_label(run_dir, skim), ax)
+                experiment_label(ax, skim)
+            written.append(_save(fig, out / "keep_probability.png"))
+            fig, axes = plt.subplots(1, len(skims), figsize=(8 * len(skims), 6), squeeze=False)
+            for ax, skim in zip(axes[0], skims, strict=True):
+                plot_roc(roc_by_version(run_dir, skim), ax, skim)
+                experiment_label(ax, skim)
+            written.append(_save(fig, out / "roc_by_version.png"))
+        if closure_data is not None:
+            from adaptive_bkg.closure import closure_histograms, plot_closure
 
-    table = read_records(run_dir, columns=["model_version", "kept", "weight"])
-    kept = table.column("kept").to_numpy()
-    versions = table.column("model_version").to_numpy()[kept]
-    weights = table.column("weight").to_numpy()[kept]
-    if weights.size:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        bins = np.logspace(0, np.log10(max(weights.max(), 2.0)) + 0.05, 40)
-        unique = np.unique(versions)
-        # At most 6 versions, evenly spread from first to last, so the plot stays readable.
-        shown = unique[np.unique(np.linspace(0, len(unique) - 1, min(6, len(unique))).astype(int))]
-        for version in shown:
-            ax.hist(
-                weights[versions == version], bins=list(bins), histtype="step", label=f"v{version}"
-            )
-        ax.set(xscale="log", yscale="log", xlabel="weight 1/p", ylabel="kept events")
-        ax.set_title("weights per model version")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        written.append(out / "weights_by_version.png")
-        fig.savefig(written[-1], dpi=100)
-        plt.close(fig)
+            for skim in skims:
+                histograms = closure_histograms(run_dir, closure_data, skim)
+                written.append(
+                    _save(plot_closure(histograms), out / f"closure_{skim}.png", tight=False)
+                )
     return written

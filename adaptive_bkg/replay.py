@@ -117,13 +117,19 @@ def run_serial(plan: RunPlan, show_live: bool | None = None) -> RunResult:
     return book.finish(final, reason, learner.full_snapshot())
 
 
-def _check_labels(data: Path, skims: tuple[str, ...]) -> None:
-    """Fail before anything is written when `data` lacks labels for a requested skim."""
+def check_replayable(cfg: Config, data: Path) -> None:
+    """Fail before anything is written when `data` is missing, not an event file, or (with
+    labels from the file) lacks labels for a requested skim."""
     from adaptive_bkg.backends.replay import recorded_skims
 
+    data = Path(data)
+    if not data.exists():
+        raise UserError(f"replay data {data} not found")
     FileSource(data)  # not Parquet, or neither events nor labelled events: one line
+    if cfg.backend.name != "emulator":
+        return  # labels come from the configured backend
     available = recorded_skims(data)
-    absent = [s for s in skims if s not in available]
+    absent = [s for s in cfg.run.skims if s not in available]
     if absent:
         raise UserError(
             f"{data} has no labels for skim(s) {', '.join(absent)} (it has: "
@@ -142,8 +148,8 @@ def replay_run(
     if not data.exists():
         raise UserError(f"replay data {data} not found")
     cfg = resolve_plugins(cfg)  # `--skim my_module:MySkim` reads the column pass_<its name>
+    check_replayable(cfg, data)
     if cfg.backend.name == "emulator":
-        _check_labels(data, cfg.run.skims)
         # Labels from the file itself (the replay backend), not a fresh simulation.
         cfg = with_overrides(cfg, ["backend.name=replay", f"backend.replay.path={data}"])
     cfg = with_overrides(cfg, ["ray.generators=1"])  # one reader of the file

@@ -204,5 +204,7 @@ RUN_DIR_FILES: tuple[str, ...] = (
     "checkpoints/final.pt",
     "plots/progress.png",
     "plots/weights_by_version.png",
+    "plots/keep_probability.png",
+    "plots/roc_by_version.png",
 )
 """What every finished run directory holds (docs/pipeline.md, "Run directory")."""
