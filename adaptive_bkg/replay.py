@@ -152,7 +152,9 @@ def replay_run(
     if cfg.backend.name == "emulator":
         # Labels from the file itself (the replay backend), not a fresh simulation.
         cfg = with_overrides(cfg, ["backend.name=replay", f"backend.replay.path={data}"])
-    cfg = with_overrides(cfg, ["ray.generators=1"])  # one reader of the file
+    # One reader of the file; the learner publishes by steps only: a wall-clock trigger
+    # (learner.publish_every_s) would make a replay's records depend on the machine's speed.
+    cfg = with_overrides(cfg, ["ray.generators=1", "learner.publish_every_s=.inf"])
     if cfg.run.events is None and cfg.run.budget is None and cfg.run.target_neff is None:
         cfg = with_overrides(cfg, [f"run.events={2**62}"])  # stop when the file is exhausted
     learn = learn and cfg.learner.enabled
