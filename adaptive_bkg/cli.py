@@ -314,9 +314,11 @@ def demo(
 ) -> None:
     """A short production on the held-out skim dstar-d0pi (CPU, emulator, a few minutes)."""
     from adaptive_bkg.orchestrate import run_pipeline
+    from adaptive_bkg.progress import start_line
     from adaptive_bkg.runbook import DEMO_OVERRIDES, plan_run, production_overrides
 
     cfg = resolve_config(None, [*DEMO_OVERRIDES, *(set_ or []), *production_overrides(out=out)])
+    console.print(start_line(cfg, True, "starting Ray"), highlight=False, soft_wrap=True)
     _print_result(run_pipeline(plan_run(cfg, tag="demo-"), show_live=False if quiet else None))
 
 
