@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from adaptive_bkg.config import fresh_seed
 from adaptive_bkg.events import FLOAT_FIELDS, EventBatch, make_event_ids
+from adaptive_bkg.generators.pythia import stream_seed
 from adaptive_bkg.interfaces import SimResult
 
 SLOPE, CUT = 6.0, 1.5
@@ -41,11 +43,20 @@ def event_uniform(event_id: NDArray[np.uint64]) -> NDArray[np.float64]:
 
 
 class FakeSource:
-    """EventSource: Poisson multiplicities, exponential energies; ids via make_event_ids."""
+    """EventSource: Poisson multiplicities, exponential energies; ids via make_event_ids.
+    Seeded like the Pythia generator: by (seed, run, worker, incarnation)."""
 
-    def __init__(self, seed: int = 1, worker: int = 0, run: int = 0) -> None:
-        self.rng = np.random.default_rng([seed, worker])
-        self.worker, self.run, self.counter = worker, run, 0
+    def __init__(
+        self,
+        seed: int | None = 1,
+        worker: int = 0,
+        run: int = 0,
+        incarnation: int = 0,
+        n_workers: int = 1,
+    ) -> None:
+        stream = stream_seed(fresh_seed() if seed is None else seed, run, worker, incarnation)
+        self.rng = np.random.default_rng(stream)
+        self.worker, self.run, self.counter = worker + incarnation * n_workers, run, 0
 
     def next_batch(self, n: int) -> EventBatch:
         counts = 1 + self.rng.poisson(8, size=n)
@@ -152,12 +163,13 @@ class FakeStages:
 
         make_policy(self.cfg.policy, self.skims)
 
-    def generator(self, worker, run):  # type: ignore[no-untyped-def]
+    def generator(self, worker, run, incarnation=0):  # type: ignore[no-untyped-def]
         from adaptive_bkg.stages import GeneratorStage
 
-        return GeneratorStage(
-            FakeSource(self.cfg.generator.seed, worker, run), lambda b: np.full(len(b), 0.001)
+        source = FakeSource(
+            self.cfg.generator.seed, worker, run, incarnation, self.cfg.ray.generators
         )
+        return GeneratorStage(source, lambda b: np.full(len(b), 0.001))
 
     def filter(self):  # type: ignore[no-untyped-def]
         from adaptive_bkg.stages import FilterStage
