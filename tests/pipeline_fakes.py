@@ -8,6 +8,7 @@ logit is w·(x − b) with (w, b) in its state dict: at (SLOPE, CUT) it is perfe
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -99,10 +100,12 @@ class FakeBackend:
 
     skims = (SKIM,)
 
-    def __init__(self) -> None:
+    def __init__(self, delay_s: float = 0.0) -> None:
         self.simulated_ids: list[NDArray[np.uint64]] = []
+        self.delay_s = delay_s  # wall seconds per batch: paces a run for fault tests
 
     def simulate(self, batch: EventBatch) -> SimResult:
+        time.sleep(self.delay_s)
         self.simulated_ids.append(batch.event_id.copy())
         flags = (event_uniform(batch.event_id) < true_pass_probability(batch))[:, None]
         return SimResult(batch.event_id, flags, 0.05 + 0.01 * batch.n_particles)
@@ -185,7 +188,9 @@ class FakeStages:
     def simulator(self, index):  # type: ignore[no-untyped-def]
         from adaptive_bkg.stages import SimulateStage
 
-        return SimulateStage(FakeBackend(), self.skims)
+        # On the wall clock the fake simulation takes 50 ms a batch (fault tests kill mid-run).
+        delay = 0.05 if self.cfg.backend.clock == "wall" else 0.0
+        return SimulateStage(FakeBackend(delay), self.skims)
 
     def learner(self):  # type: ignore[no-untyped-def]
         from adaptive_bkg.sampling import make_policy
