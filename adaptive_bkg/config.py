@@ -130,6 +130,16 @@ class ExternalConfig(Section):
         default="", description="template with {input}, {output} (and optional {skims}, {seed})"
     )
     timeout_s: float = Field(default=3600.0, gt=0, description="kill the command after this")
+    retries: int = Field(
+        default=2,
+        ge=0,
+        le=20,
+        description="retries of a batch whose command failed (exit status, timeout, no output) "
+        "before the run stops",
+    )
+    retry_pause_s: float = Field(
+        default=5.0, ge=0, description="pause before retry n: n x this, at most 60 s"
+    )
     workdir: Path | None = Field(default=None, description="where to put in/out files; null = tmp")
     keep_files: bool = Field(default=False, description="keep the input/output files (debugging)")
 
