@@ -281,7 +281,7 @@ def run(
             config = Path(reproduce) / "config.yaml"
             if not config.is_file():
                 raise UserError(f"{reproduce} is not a run directory (no config.yaml)")
-            overrides = ["run.out=null", "model.checkpoint=null", *overrides]
+            overrides = ["run.out=null", *overrides]
         plan = plan_run(resolve_config(config, [*(set_ or []), *overrides]), learn=not no_learn)
     from adaptive_bkg.orchestrate import run_pipeline
 

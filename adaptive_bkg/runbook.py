@@ -52,6 +52,7 @@ class ResumePoint:
     n_generated: int = 0  # events already recorded: the stop rule counts on from here
     next_version: int = 0  # the first model version this segment publishes
     first_incarnation: int = 0  # generators start new streams and id fields from here
+    resumed: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def resume_point(run_dir: Path, n_generators: int) -> ResumePoint:
     versions = _checkpoint_versions(Path(run_dir))
     last_version = max(versions) if versions else -1
     if not record_files(records):
-        return ResumePoint(0, last_version + 1, 0)
+        return ResumePoint(0, last_version + 1, 0, resumed=True)
     table = read_records(Path(run_dir), ["event_id", "model_version"])
     _, id_worker, _ = decode_event_ids(table.column("event_id").to_numpy())
     last_version = max(last_version, int(pc.max(table.column("model_version")).as_py()))
@@ -103,6 +104,7 @@ def resume_point(run_dir: Path, n_generators: int) -> ResumePoint:
         n_generated=table.num_rows,
         next_version=last_version + 1,
         first_incarnation=int(id_worker.max()) // max(n_generators, 1) + 1,
+        resumed=True,
     )
 
 
@@ -178,7 +180,10 @@ class RunBook:
             (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create run directory {self.run_dir}: {exc.strerror}") from None
-        (self.run_dir / "config.yaml").write_text(self.plan.cfg.to_yaml())
+        # A resumed run keeps the config.yaml that started it (what --reproduce repeats); the
+        # settings of the newest segment go beside it.
+        name = "config.resumed.yaml" if self.plan.resume.resumed else "config.yaml"
+        (self.run_dir / name).write_text(self.plan.cfg.to_yaml())
         self.records_dir = self.run_dir / RECORDS_DIR
         self.start = time.monotonic()
         self.failure: str | None = None
@@ -280,7 +285,7 @@ class RunBook:
             "learner_failure": self.learner_failure,
             "failure": self.failure,
             "resumed_from": (
-                dataclasses.asdict(self.plan.resume) if self.plan.resume.n_generated else None
+                dataclasses.asdict(self.plan.resume) if self.plan.resume.resumed else None
             ),
             "model_versions": versions,
             "final_model_version": self.filter_version,

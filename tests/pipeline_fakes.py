@@ -17,6 +17,7 @@ import torch
 from numpy.typing import NDArray
 
 from adaptive_bkg.config import fresh_seed
+from adaptive_bkg.errors import UserError
 from adaptive_bkg.events import FLOAT_FIELDS, EventBatch, make_event_ids
 from adaptive_bkg.generators.pythia import stream_seed
 from adaptive_bkg.interfaces import SimResult
@@ -100,12 +101,15 @@ class FakeBackend:
 
     skims = (SKIM,)
 
-    def __init__(self, delay_s: float = 0.0) -> None:
+    def __init__(self, delay_s: float = 0.0, fail_from: int | None = None) -> None:
         self.simulated_ids: list[NDArray[np.uint64]] = []
         self.delay_s = delay_s  # wall seconds per batch: paces a run for fault tests
+        self.fail_from = fail_from  # batches from this one on fail for good
 
     def simulate(self, batch: EventBatch) -> SimResult:
         time.sleep(self.delay_s)
+        if self.fail_from is not None and len(self.simulated_ids) >= self.fail_from:
+            raise UserError("fake simulation failed for good (3 attempts)")
         self.simulated_ids.append(batch.event_id.copy())
         flags = (event_uniform(batch.event_id) < true_pass_probability(batch))[:, None]
         return SimResult(batch.event_id, flags, 0.05 + 0.01 * batch.n_particles)
@@ -190,7 +194,10 @@ class FakeStages:
 
         # On the wall clock the fake simulation takes 50 ms a batch (fault tests kill mid-run).
         delay = 0.05 if self.cfg.backend.clock == "wall" else 0.0
-        return SimulateStage(FakeBackend(delay), self.skims)
+        # backend.name "fail-from-N": every batch from the N-th on fails (a broken backend).
+        name = self.cfg.backend.name
+        fail_from = int(name.rpartition("-")[2]) if name.startswith("fail-from-") else None
+        return SimulateStage(FakeBackend(delay, fail_from), self.skims)
 
     def learner(self):  # type: ignore[no-untyped-def]
         from adaptive_bkg.sampling import make_policy

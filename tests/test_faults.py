@@ -161,3 +161,51 @@ def test_process_group_sigterm(tmp_path: Path) -> None:
     assert summary["n_generated"] > 0
     report = check_runs([out])
     assert report.ok, report.lines()
+
+
+def test_check_finds_repeated_physics_across_runs(tmp_path: Path) -> None:
+    """Two productions with one explicit seed and one run number are the same physics (what
+    --reproduce relies on): merged, `check` names the repeats. Another run number gives
+    disjoint physics under the same seed, and `check` passes on the pair."""
+    from typer.testing import CliRunner
+
+    from adaptive_bkg.cli import app
+    from adaptive_bkg.replay import run_serial
+
+    def run(name: str, *overrides: str) -> Path:
+        out = tmp_path / name
+        run_serial(fake_plan(out, "run.events=3000", "run.plots=false", *overrides), False)
+        return out
+
+    first = run("first", "generator.seed=3")
+    repeat = run("repeat", "generator.seed=3")
+    other_run = run("other-run", "generator.seed=3", "run.run_number=1")
+    report = check_runs([first, repeat])
+    assert not report.ok
+    assert any("3,000 events with repeated physics" in p for p in report.problems)
+    assert any("3,000 event ids recorded twice" in p for p in report.problems)
+    assert check_runs([first, other_run]).ok
+    runner = CliRunner()
+    assert runner.invoke(app, ["check", str(first), str(other_run)]).exit_code == 0
+    failed = runner.invoke(app, ["check", str(first), str(repeat)])
+    assert failed.exit_code == 1
+    assert "FAILED: 3,000 events with repeated physics" in failed.output
+    not_a_run = runner.invoke(app, ["check", str(tmp_path)])
+    assert not_a_run.exit_code == 2
+    assert "is not a run directory" in not_a_run.stderr
+
+
+def test_a_batch_failing_for_good_stops_the_run_cleanly(ray_fakes, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A backend that keeps failing (e.g. the external command after its retries) ends the run
+    with every recorded row kept, a summary, a passing check and a message naming the error."""
+    from adaptive_bkg.orchestrate import run_pipeline
+
+    run_dir = tmp_path / "run"
+    plan = fake_plan(run_dir, *PACED, "run.plots=false", "backend.name=fail-from-5")
+    result = run_pipeline(plan, show_live=False)
+    assert result.failure is not None
+    assert "fake simulation failed for good" in result.failure
+    assert 5000 <= result.summary.n_generated < N_EVENTS
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["run"]["failure"] == result.failure
+    assert check_runs([run_dir]).ok
