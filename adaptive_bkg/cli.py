@@ -257,18 +257,48 @@ def run(
         str | None, typer.Option("--address", help="Join a Ray cluster: auto or ray://host:port.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No live view.")] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="Continue this run directory (after a crash or a stop)."),
+    ] = None,
+    reproduce: Annotated[
+        Path | None,
+        typer.Option("--reproduce", help="Repeat this run's physics: its config and seeds."),
+    ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
     """Produce a filtered, weighted background sample on Ray, learning online (docs/pipeline.md)."""
     from adaptive_bkg.progress import start_line
-    from adaptive_bkg.runbook import plan_run, production_overrides
+    from adaptive_bkg.runbook import plan_run, production_overrides, resume_config
 
-    overrides = production_overrides(skim, skims, budget, events, target_neff, policy, out, address)
-    cfg = resolve_config(config, [*(set_ or []), *overrides])
+    stop = production_overrides(budget=budget, events=events, target_neff=target_neff)
+    if resume is not None:
+        if (
+            reproduce is not None
+            or config is not None
+            or any(x is not None for x in (skim, skims, policy, out))
+        ):
+            raise UserError(
+                "--resume continues a run with its own settings: only --events, --budget, "
+                "--target-neff, --address, --no-learn and --set may be given with it"
+            )
+        cfg = resume_config(resume, [*(set_ or []), *stop, *production_overrides(address=address)])
+    else:
+        overrides = production_overrides(
+            skim, skims, budget, events, target_neff, policy, out, address
+        )
+        if reproduce is not None:
+            if config is not None:
+                raise UserError("give either --reproduce RUN_DIR or --config, not both")
+            config = Path(reproduce) / "config.yaml"
+            if not config.is_file():
+                raise UserError(f"{reproduce} is not a run directory (no config.yaml)")
+            overrides = ["run.out=null", *overrides]
+        cfg = resolve_config(config, [*(set_ or []), *overrides])
     where = f"joining the Ray cluster at {cfg.ray.address}" if cfg.ray.address else "starting Ray"
     console.print(start_line(cfg, not no_learn, where), highlight=False, soft_wrap=True)
-    plan = plan_run(cfg, learn=not no_learn)
+    plan = plan_run(cfg, learn=not no_learn, resume=resume is not None)
     from adaptive_bkg.orchestrate import run_pipeline
 
     _print_result(run_pipeline(plan, show_live=False if quiet else None))
@@ -323,11 +353,36 @@ def demo(
 
 
 def _print_result(result: Any) -> None:
-    """Print a run's `runbook.result_lines` (typed Any: run results are imported lazily)."""
+    """Print a run's `runbook.result_lines` (typed Any: run results are imported lazily);
+    exit 1 if the run stopped on an error (its records and summary are whole)."""
     from adaptive_bkg.runbook import result_lines
 
     for line in result_lines(result):
         console.print(line, highlight=False, soft_wrap=True, markup=False)
+    if result.failure:
+        err_console.print(
+            f"[bold red]error:[/] the run stopped early: {result.failure}; its records and "
+            f"summary are complete. Fix the cause, then continue with "
+            f"`adaptive-bkg run --resume {result.run_dir}`",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+
+
+@app.command("check")
+@user_errors
+def check_command(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories (several: to merge).")],
+) -> None:
+    """Verify run directories: unique event ids, no repeated physics, counts, summary."""
+    from adaptive_bkg.check import check_runs
+
+    report = check_runs(run_dirs)
+    for line in report.lines():
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 # --- training (owner: training engineer; library code in datasets.py / training.py) ---------

@@ -9,6 +9,7 @@ receives exactly the section it needs, typed, and nothing else.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.events import BKG_TYPES, CROSS_SECTIONS_NB, parse_bkg_types
+
+MAX_SEED = (1 << 63) - 1
+"""Largest generator base seed (an int64 in every file that stores it)."""
+
+
+def fresh_seed() -> int:
+    """A base seed from OS entropy: what `generator.seed: null` means (never repeats)."""
+    return 1 + secrets.randbelow(MAX_SEED)
 
 
 class Section(BaseModel):
@@ -31,11 +40,12 @@ class GeneratorConfig(Section):
     fractions: dict[str, float] | None = Field(
         default=None, description="mixture fractions per type; null = by cross section"
     )
-    seed: int = Field(
-        default=1,
+    seed: int | None = Field(
+        default=None,
         ge=1,
-        le=27_464,  # (seed, worker < 4096, type < 8) map one-to-one onto Pythia's 9e8 seeds
-        description="base seed",
+        le=MAX_SEED,
+        description="base seed; null = fresh from OS entropy (a production writes the drawn "
+        "value to its config.yaml). Physics depends on (seed, run number, worker, restart)",
     )
     batch_size: int = Field(default=2000, gt=0, le=1_000_000)
     e_minus_gev: float = Field(default=7.004, gt=0, description="HER energy (basf2 Y4S preset)")
@@ -120,6 +130,16 @@ class ExternalConfig(Section):
         default="", description="template with {input}, {output} (and optional {skims}, {seed})"
     )
     timeout_s: float = Field(default=3600.0, gt=0, description="kill the command after this")
+    retries: int = Field(
+        default=2,
+        ge=0,
+        le=20,
+        description="retries of a batch whose command failed (exit status, timeout, no output) "
+        "before the run stops",
+    )
+    retry_pause_s: float = Field(
+        default=5.0, ge=0, description="pause before retry n: n x this, at most 60 s"
+    )
     workdir: Path | None = Field(default=None, description="where to put in/out files; null = tmp")
     keep_files: bool = Field(default=False, description="keep the input/output files (debugging)")
 
@@ -411,3 +431,11 @@ def _validated(tree: dict[str, Any], overrides: Sequence[str]) -> Config:
         first = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise UserError(_describe(dict(first)) + more) from None
+
+
+def with_fresh_seed(config: Config) -> Config:
+    """`config` with a drawn `generator.seed` if it had none, so that a production's
+    config.yaml names the seed that repeats it (`run --reproduce`)."""
+    if config.generator.seed is not None:
+        return config
+    return with_overrides(config, [f"generator.seed={fresh_seed()}"])

@@ -237,6 +237,36 @@ EVENT_SCHEMA = parquet_io.with_kind(
 )
 
 
+def _mix64(z: NDArray[np.uint64]) -> NDArray[np.uint64]:
+    """splitmix64's finaliser: a bijective avalanche on uint64 arrays (wraps silently)."""
+    z = z ^ (z >> np.uint64(30))
+    z = z * np.uint64(0xBF58476D1CE4E5B9)
+    z = z ^ (z >> np.uint64(27))
+    z = z * np.uint64(0x94D049BB133111EB)
+    return np.asarray(z ^ (z >> np.uint64(31)))
+
+
+def physics_hashes(batch: EventBatch) -> NDArray[np.uint64]:
+    """A 64-bit hash of each event's physics content: background type and the ordered list of
+    particles (pdg, mother, all float fields, bit for bit). Independent of event id and seed,
+    so two events with equal hashes are physics copies whatever their ids say (`check`)."""
+    n = len(batch)
+    h = _mix64(batch.pdg.astype(np.int64).view(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
+    h = _mix64(h ^ batch.mother.astype(np.int64).view(np.uint64))
+    for k, name in enumerate(FLOAT_FIELDS):
+        bits = np.ascontiguousarray(getattr(batch, name), dtype=np.float32).view(np.uint32)
+        h = _mix64(h ^ (bits.astype(np.uint64) + np.uint64(k + 1) * np.uint64(1 << 40)))
+    counts = batch.n_particles
+    position = np.arange(len(h), dtype=np.int64) - np.repeat(batch.offsets[:-1], counts)
+    h = _mix64(h ^ (position.astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93)))
+    # Per-event wrap-around sums via a cumulative sum (empty events give 0).
+    cumulative = np.zeros(len(h) + 1, dtype=np.uint64)
+    np.cumsum(h, out=cumulative[1:])
+    sums = cumulative[batch.offsets[1:]] - cumulative[batch.offsets[:-1]]
+    header = counts.astype(np.uint64) | (batch.bkg_type.astype(np.uint64) << np.uint64(48))
+    return _mix64(sums ^ _mix64(header)) if n else np.zeros(0, np.uint64)
+
+
 def batch_to_table(batch: EventBatch) -> pa.Table:
     offsets = pa.array(batch.offsets.astype(np.int32), type=pa.int32())
     columns: dict[str, pa.Array] = {

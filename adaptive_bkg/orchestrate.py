@@ -9,11 +9,19 @@ keeps at most `ray.max_in_flight` batches in the pipeline (ray.wait), so memory 
 whatever the budget. A learner slower than production never stalls it: beyond
 `run.learner_max_pending` queued batches, labelled batches are recorded but not trained on.
 
-Fault tolerance: generator, filter and simulate actors restart (max_restarts=-1) and their
-calls are retried (max_task_retries=-1): delivery is at-least-once and the recorder drops
-duplicates by event_id. A restarted generator draws a fresh run number, so it does not replay
-the events it made before. The learner and the recorder hold the run's state and do not
-restart (a failure there ends the run, which is still finalised from what was recorded).
+Fault tolerance (docs/reliability.md): generator, filter, simulate and recorder actors restart
+(max_restarts=-1) and their calls are retried (max_task_retries=-1): delivery is at-least-once
+and the recorder drops duplicates by event_id.
+- A restarted generator counts its incarnations in Ray's key-value store and starts a new
+  random stream with new event ids (`PythiaGenerator`): it never replays physics.
+- The filter receives, with every batch, the version it must decide with and the refs of the
+  newest weights and policy: a restarted filter loads them itself before its first batch.
+- The recorder writes every batch durably before it answers, so a restarted one re-reads the
+  folder and continues; a redelivered batch is dropped as duplicate.
+- The learner holds the training state and does not restart: production goes on with the
+  newest published weights, and the console says so once.
+- A batch that fails for good (e.g. the external backend after its retries) stops the run
+  cleanly: in-flight batches are drained and the summary is written from the records.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +40,6 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from adaptive_bkg.budget import stop_on_signals
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import MAX_RUN
 from adaptive_bkg.runbook import RunBook, RunPlan, RunResult
 from adaptive_bkg.stages.build import StageFactory
 from adaptive_bkg.stages.learner import LearnerStatus
@@ -93,28 +101,54 @@ def init_ray(address: str | None, num_cpus: int | None, object_store_mb: int) ->
     return True
 
 
-class _GeneratorActor:
-    def __init__(self, factory: StageFactory, worker: int, run: int) -> None:
-        if ray.get_runtime_context().was_current_actor_reconstructed:
-            run = 1 + secrets.randbelow(MAX_RUN)  # fresh event ids after a crash
-        self.stage = factory.generator(worker, run)
+def _count_start(key: str) -> int:
+    """How many times this key was counted before (0 at the first start of an actor). Ray
+    restarts an actor by running __init__ again with the same arguments, and never runs two
+    incarnations at once, so a read-then-write on the cluster's key-value store is safe."""
+    from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_put
+
+    raw = _internal_kv_get(key)
+    count = int(raw) if raw else 0
+    _internal_kv_put(key, str(count + 1).encode(), overwrite=True)
+    return count
+
+
+class _Actor:
+    def pid(self) -> int:
+        """The worker process id (operators and fault tests kill actors by pid)."""
+        return os.getpid()
+
+
+class _GeneratorActor(_Actor):
+    def __init__(
+        self, factory: StageFactory, worker: int, run: int, first_incarnation: int, key: str
+    ) -> None:
+        incarnation = first_incarnation + _count_start(key)
+        self.stage = factory.generator(worker, run, incarnation)
 
     def next_batch(self, n: int) -> GeneratedBatch:
         return self.stage.next_batch(n)
 
 
-class _FilterActor:
+class _FilterActor(_Actor):
     def __init__(self, factory: StageFactory) -> None:
         self.stage = factory.filter()
 
-    def swap(self, snapshot: WeightsSnapshot) -> int:
-        return self.stage.swap(snapshot)
-
-    def filter(self, generated: GeneratedBatch) -> FilterOutput:
+    def filter(
+        self, generated: GeneratedBatch, version: int, snapshots: list[ray.ObjectRef]
+    ) -> FilterOutput:
+        """Decide with model version `version`. `snapshots` = [newest snapshot with weights,
+        newest snapshot] (refs, not values: fetched only when this filter is behind, e.g.
+        after a restart, since Ray resolves only top-level ref arguments)."""
+        if self.stage.version < version:
+            weights, newest = snapshots
+            if self.stage.version < 0 and weights != newest:
+                self.stage.swap(ray.get(weights))  # a policy-only version needs weights first
+            self.stage.swap(ray.get(newest))
         return self.stage.filter(generated)
 
 
-class _SimulateActor:
+class _SimulateActor(_Actor):
     def __init__(self, factory: StageFactory, index: int) -> None:
         self.stage = factory.simulator(index)
 
@@ -122,7 +156,7 @@ class _SimulateActor:
         return self.stage.simulate(filtered)
 
 
-class _LearnerActor:
+class _LearnerActor(_Actor):
     def __init__(self, factory: StageFactory) -> None:
         self.stage = factory.learner()
 
@@ -130,8 +164,8 @@ class _LearnerActor:
         # Prime the policy fit exactly as the serial driver (replay.py) does.
         self.stage.observe_probe(generated.events, max_events=self.stage.probes.capacity)
 
-    def initial_snapshot(self) -> WeightsSnapshot:
-        return self.stage.initial_snapshot()
+    def initial_snapshot(self, version: int) -> WeightsSnapshot:
+        return self.stage.initial_snapshot(version)
 
     def ingest(self, labelled: LabelledBatch) -> LearnerStatus:
         return self.stage.ingest(labelled)
@@ -143,7 +177,7 @@ class _LearnerActor:
         return self.stage.full_snapshot()
 
 
-class _RecorderActor:
+class _RecorderActor(_Actor):
     def __init__(self, records_dir: str, skims: tuple[str, ...]) -> None:
         self.stage = RecorderStage(Path(records_dir), skims)
 
@@ -166,10 +200,34 @@ def _remote(cls: type, **options: Any) -> Any:
     return ray.remote(cls).options(**options)
 
 
+@contextlib.contextmanager
+def _own_process_group() -> Iterator[None]:
+    """Start Ray's processes in a process group of their own.
+
+    `timeout`, Slurm and HTCondor stop a job by signalling its whole process group. Ray's GCS
+    and raylet, started as children of the driver, would die at once and leave the driver no
+    cluster to finish on. The driver becomes the leader of a new group while Ray starts (the
+    children inherit it) and then returns to its own group, so a group signal reaches the
+    driver alone, which stops cleanly and shuts Ray down itself. Ray's children still die with
+    the driver if it is SIGKILLed (Ray ties their lifetime to it)."""
+    try:
+        original = os.getpgid(0)
+        os.setpgid(0, 0)
+    except OSError:  # a session leader cannot move: Ray shares its group as before
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.setpgid(0, original)
+
+
 def run_pipeline(plan: RunPlan, show_live: bool | None = None) -> RunResult:
     """Run a validated production on Ray (local instance or `ray.address`)."""
     cfg = plan.cfg
-    started = init_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_mb)
+    with _own_process_group():
+        started = init_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_mb)
     try:
         return _run(plan, show_live)
     except ray.exceptions.RayTaskError as exc:
@@ -182,52 +240,90 @@ def run_pipeline(plan: RunPlan, show_live: bool | None = None) -> RunResult:
             ray.shutdown()
 
 
+def _first_line(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None)
+    text = str(cause if isinstance(cause, BaseException) else exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
 def _run(plan: RunPlan, show_live: bool | None) -> RunResult:
     cfg, factory, rc = plan.cfg, plan.factory, plan.cfg.ray
     book = RunBook(plan, show_live=show_live)
     gpu = _gpu_share(plan)
+    token = secrets.token_hex(6)  # names this driver's actors and incarnation counters
     # The recorder writes the run directory: pin it to the driver's node.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     generators = [
-        _remote(_GeneratorActor, num_cpus=rc.generator_cpus, **RESTARTABLE).remote(
-            factory, worker, cfg.run.run_number
+        _remote(
+            _GeneratorActor, name=f"generator{w}-{token}", num_cpus=rc.generator_cpus, **RESTARTABLE
+        ).remote(
+            factory,
+            w,
+            cfg.run.run_number,
+            plan.resume.first_incarnation,
+            f"adaptive-bkg/{token}/generator{w}",
         )
-        for worker in range(rc.generators)
+        for w in range(rc.generators)
     ]
-    filt = _remote(_FilterActor, num_cpus=rc.filter_cpus, num_gpus=gpu, **RESTARTABLE).remote(
-        factory
-    )
+    filt = _remote(
+        _FilterActor, name=f"filter-{token}", num_cpus=rc.filter_cpus, num_gpus=gpu, **RESTARTABLE
+    ).remote(factory)
     simulators = [
-        _remote(_SimulateActor, num_cpus=rc.simulator_cpus, **RESTARTABLE).remote(factory, i)
+        _remote(
+            _SimulateActor, name=f"simulate{i}-{token}", num_cpus=rc.simulator_cpus, **RESTARTABLE
+        ).remote(factory, i)
         for i in range(rc.simulators)
     ]
-    learner = _remote(_LearnerActor, num_cpus=rc.learner_cpus, num_gpus=gpu).remote(factory)
-    recorder = _remote(_RecorderActor, num_cpus=0, scheduling_strategy=here).remote(
-        str(book.records_dir), plan.skims
-    )
+    learner = _remote(
+        _LearnerActor, name=f"learner-{token}", num_cpus=rc.learner_cpus, num_gpus=gpu
+    ).remote(factory)
+    recorder = _remote(
+        _RecorderActor,
+        name=f"recorder-{token}",
+        num_cpus=0,
+        scheduling_strategy=here,
+        **RESTARTABLE,
+    ).remote(str(book.records_dir), plan.skims)
 
     in_flight: dict[ray.ObjectRef, int] = {}  # recorder status ref -> events in that batch
     learning: list[ray.ObjectRef] = []
-    launched = 0
+    launched = plan.resume.n_generated
     reason = ""
     stopping = False
     exhausted = False
     learner_alive = True
     wait = cfg.run.wait_for_learner and plan.learn
+    # The filter decides every batch with the version current at launch; it fetches the
+    # snapshot itself when it is behind (first batch, or after a restart).
+    version = -1
+    snapshots: list[ray.ObjectRef] = []
 
     def adopt(snapshot_ref: ray.ObjectRef) -> None:
-        # One object per version: the same ref goes to the filter (which swaps between two
-        # batches, in submission order) and, fetched once, to the checkpoint file.
-        filt.swap.remote(snapshot_ref)
-        book.adopt(ray.get(snapshot_ref))
+        # One object per version: its ref goes to the filter with the next batches and,
+        # fetched once, to the checkpoint file.
+        nonlocal version, snapshots
+        snapshot: WeightsSnapshot = ray.get(snapshot_ref)
+        weights_ref = snapshot_ref if snapshot.state_dict is not None else snapshots[0]
+        version, snapshots = snapshot.version, [weights_ref, snapshot_ref]
+        book.adopt(snapshot)
+
+    def learner_lost(exc: BaseException) -> None:
+        nonlocal learner_alive
+        learner_alive = False
+        book.learner_failure = f"{type(exc).__name__}: {_first_line(exc)}"
+        book.live.notice(
+            f"WARNING: the learner failed ({book.learner_failure}); production continues with "
+            f"model version {version} and no further learning"
+        )
 
     try:
         with stop_on_signals(book.flag), book.live:
             try:
-                batch = plan.stop.to_generate(0, cfg.run.batch_size)
-                first = generators[0].next_batch.remote(batch)
-                learner.observe_generated.remote(first)
-                adopt(learner.initial_snapshot.remote())
+                batch = plan.stop.to_generate(launched, cfg.run.batch_size)
+                first = generators[0].next_batch.remote(batch) if batch else None
+                if first is not None:
+                    learner.observe_generated.remote(first)
+                adopt(learner.initial_snapshot.remote(plan.resume.next_version))
                 n_batches = 0
                 while True:
                     while not stopping and not exhausted and len(in_flight) < rc.max_in_flight:
@@ -245,7 +341,7 @@ def _run(plan: RunPlan, show_live: bool | None) -> RunResult:
                         first = None
                         sim = simulators[n_batches % len(simulators)]
                         records_ref, labelled_ref = sim.simulate.options(num_returns=2).remote(
-                            filt.filter.remote(gen_ref)
+                            filt.filter.remote(gen_ref, version, snapshots)
                         )
                         in_flight[recorder.record.remote(records_ref)] = n
                         if learner_alive and len(learning) < cfg.run.learner_max_pending:
@@ -263,19 +359,28 @@ def _run(plan: RunPlan, show_live: bool | None) -> RunResult:
                     for ref in ready:
                         if ref in in_flight:
                             del in_flight[ref]
-                            book.on_recorder(ray.get(ref))
+                            try:
+                                book.on_recorder(ray.get(ref))
+                            except ray.exceptions.RayError as exc:
+                                # A batch failed for good: stop cleanly, keep what is recorded.
+                                if not stopping:
+                                    stopping, reason = True, f"error: {_first_line(exc)}"
+                                    book.failure = reason
+                                    book.live.notice(
+                                        f"ERROR: a batch failed ({_first_line(exc)}); stopping"
+                                    )
                         else:
                             learning.remove(ref)
+                            if not learner_alive:
+                                continue
                             try:
                                 learner_status = ray.get(ref)
+                                book.on_learner(learner_status)
+                                if learner_status.version > version:
+                                    adopt(learner.latest_snapshot.remote())
                             except ray.exceptions.RayError as exc:
                                 # Production goes on with the newest published weights.
-                                learner_alive = False
-                                book.learner_failure = f"{type(exc).__name__}: {str(exc)[:300]}"
-                                continue
-                            book.on_learner(learner_status)
-                            if learner_status.version > book.filter_version:
-                                adopt(learner.latest_snapshot.remote())
+                                learner_lost(exc)
                     book.log()
                     stop = book.stop_reason()
                     if stop and not stopping:

@@ -84,13 +84,29 @@ def open_checked(path: Path, kind: str, version: int) -> pq.ParquetFile:
     return pf
 
 
-def checked_files(path: Path, kind: str, version: int) -> list[tuple[Path, pq.ParquetFile]]:
-    """All Parquet files behind `path` (a file, a folder of shards), each checked."""
-    return [(p, open_checked(p, kind, version)) for p in _shard_files(Path(path))]
+Source = Path | Sequence[Path]
+"""A file, a folder of shards, or an explicit list of files."""
+
+
+def checked_files(path: Source, kind: str, version: int) -> list[tuple[Path, pq.ParquetFile]]:
+    """All Parquet files behind `path` (a file, a folder of shards, a list), each checked."""
+    files = [Path(p) for p in path] if isinstance(path, Sequence) else _shard_files(Path(path))
+    return [(p, open_checked(p, kind, version)) for p in files]
+
+
+def write_durable(table: pa.Table, path: Path, row_group_size: int | None = None) -> None:
+    """Write `table` to `path` atomically and durably: a complete file reaches the disk (fsync)
+    under a temporary name, then is renamed; a crash leaves the file whole or absent."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as sink:
+        pq.write_table(table, sink, row_group_size=row_group_size, compression="zstd")
+        sink.flush()
+        os.fsync(sink.fileno())
+    os.replace(tmp, path)
 
 
 def read_table(
-    path: Path, kind: str, version: int, columns: Sequence[str] | None = None
+    path: Source, kind: str, version: int, columns: Sequence[str] | None = None
 ) -> pa.Table:
     tables = []
     for file_path, pf in checked_files(path, kind, version):
@@ -102,7 +118,7 @@ def read_table(
 
 
 def iter_row_groups(
-    path: Path, kind: str, version: int, columns: Sequence[str] | None = None
+    path: Source, kind: str, version: int, columns: Sequence[str] | None = None
 ) -> Iterator[pa.Table]:
     """Stream row groups one at a time: memory stays at one row group."""
     for file_path, pf in checked_files(path, kind, version):

@@ -13,16 +13,22 @@ Run directory (`runs/<UTC time>-<skim>/` or `--out DIR`):
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow.compute as pc
+
 from adaptive_bkg.budget import Progress, StopFlag, StopRule, parse_budget
-from adaptive_bkg.config import Config
+from adaptive_bkg.config import Config, load_config, with_fresh_seed, with_overrides
 from adaptive_bkg.errors import UserError
+from adaptive_bkg.events import decode_event_ids
 from adaptive_bkg.live import LiveView, metrics_record
 from adaptive_bkg.metrics import RunSummary
 from adaptive_bkg.progress import Toward, toward_stop
@@ -32,10 +38,22 @@ from adaptive_bkg.stages.recorder import (
     RECORDS_DIR,
     SUMMARY_FILE,
     RecorderStatus,
+    read_records,
+    record_files,
     summarize_by_version,
     summary_to_json,
 )
 from adaptive_bkg.stages.types import WeightsSnapshot
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a resumed run continues (all zero for a new run)."""
+
+    n_generated: int = 0  # events already recorded: the stop rule counts on from here
+    next_version: int = 0  # the first model version this segment publishes
+    first_incarnation: int = 0  # generators start new streams and id fields from here
+    resumed: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,15 +66,62 @@ class RunPlan:
     stop: StopRule
     learn: bool
     factory: StageFactory
+    resume: ResumePoint = ResumePoint()
+
+
+def _checkpoint_versions(run_dir: Path) -> dict[int, Path]:
+    found = {}
+    for path in (run_dir / "checkpoints").glob("v*.pt"):
+        with contextlib.suppress(ValueError):
+            found[int(path.stem[1:])] = path
+    return found
+
+
+def resume_config(run_dir: Path, overrides: Sequence[str] = ()) -> Config:
+    """The configuration to continue `run_dir` with: its own config.yaml (seeds included),
+    starting from its newest checkpoint, with `overrides` (e.g. a larger run.events)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{run_dir} is not a run directory (no config.yaml): nothing to resume")
+    cfg = load_config(run_dir / "config.yaml", [*overrides, f"run.out={json.dumps(str(run_dir))}"])
+    versions = _checkpoint_versions(run_dir)
+    if versions:
+        newest = versions[max(versions)]
+        cfg = with_overrides(cfg, [f"model.checkpoint={json.dumps(str(newest))}"])
+    return cfg
+
+
+def resume_point(run_dir: Path, n_generators: int) -> ResumePoint:
+    """Read what a run directory already holds: recorded events, versions, generator ids."""
+    records = Path(run_dir) / RECORDS_DIR
+    versions = _checkpoint_versions(Path(run_dir))
+    last_version = max(versions) if versions else -1
+    if not record_files(records):
+        return ResumePoint(0, last_version + 1, 0, resumed=True)
+    table = read_records(Path(run_dir), ["event_id", "model_version"])
+    _, id_worker, _ = decode_event_ids(table.column("event_id").to_numpy())
+    last_version = max(last_version, int(pc.max(table.column("model_version")).as_py()))
+    return ResumePoint(
+        n_generated=table.num_rows,
+        next_version=last_version + 1,
+        first_incarnation=int(id_worker.max()) // max(n_generators, 1) + 1,
+        resumed=True,
+    )
 
 
 def plan_run(
-    cfg: Config, learn: bool = True, factory: StageFactory | None = None, tag: str = ""
+    cfg: Config,
+    learn: bool = True,
+    factory: StageFactory | None = None,
+    tag: str = "",
+    resume: bool = False,
 ) -> RunPlan:
-    """Validate every user input (skims, budget, policy, checkpoint, out dir) up front."""
+    """Validate every user input (skims, budget, policy, checkpoint, out dir) up front.
+
+    `resume`: continue the run directory `run.out` (config from `resume_config`)."""
     from adaptive_bkg.backends.plugins import resolve_plugins
 
-    cfg = resolve_plugins(cfg)  # plugin skims go by their name from here on
+    cfg = with_fresh_seed(resolve_plugins(cfg))  # plugin skims go by their name from here on
     skims = tuple(cfg.run.skims)
     if not skims:
         raise UserError("no skim given: use --skim NAME (e.g. --skim dstar-d0pi)")
@@ -77,9 +142,13 @@ def plan_run(
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         name = "+".join(s.replace(":", "_").replace("/", "_") for s in skims)[:80]
         run_dir = Path("runs") / f"{stamp}-{tag}{name}"
+    if resume:
+        point = resume_point(run_dir, cfg.ray.generators)
+        return RunPlan(cfg, skims, run_dir, stop, learn, factory, point)
     if run_dir.exists() and any(run_dir.iterdir()):
         raise UserError(
-            f"run directory {run_dir} already exists and is not empty; pick a new --out"
+            f"run directory {run_dir} already exists and is not empty; continue it with "
+            f"`adaptive-bkg run --resume {run_dir}`, or pick a new --out"
         )
     return RunPlan(cfg, skims, run_dir, stop, learn, factory)
 
@@ -96,6 +165,8 @@ class RunResult:
     n_dropped_for_learner: int
     learn: bool = True
     online_auc: dict[str, float] | None = None
+    failure: str | None = None  # the run stopped on an error (records and summary are whole)
+    learner_failure: str | None = None
 
 
 @dataclass
@@ -112,20 +183,23 @@ class RunBook:
             (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create run directory {self.run_dir}: {exc.strerror}") from None
-        (self.run_dir / "config.yaml").write_text(self.plan.cfg.to_yaml())
+        # A resumed run keeps the config.yaml that started it (what --reproduce repeats); the
+        # settings of the newest segment go beside it.
+        name = "config.resumed.yaml" if self.plan.resume.resumed else "config.yaml"
+        (self.run_dir / name).write_text(self.plan.cfg.to_yaml())
         self.records_dir = self.run_dir / RECORDS_DIR
         self.start = time.monotonic()
+        self.failure: str | None = None
         self.recorder: RecorderStatus | None = None
         self.learner: LearnerStatus | None = None
         self.filter_version = -1
         self.n_dropped_for_learner = 0
         self.learner_failure: str | None = None
-        self._told_failure = False
         self._eta_origin: tuple[float, float] | None = None
         self._told_dropped = 0
         self._last_drop_notice = -math.inf
         self._last_log = -math.inf
-        self._last_counts = (0, 0, self.start)
+        self._last_counts = (self.plan.resume.n_generated, 0, self.start)
         self._rates = (0.0, 0.0, 0.0)  # generated, kept, simulated per wall second
         self.live = LiveView(
             self.run_dir / "metrics.jsonl", f"adaptive-bkg run {self.run_dir.name}", self.show_live
@@ -166,13 +240,8 @@ class RunBook:
         self.plan.factory.save_checkpoint(path, snapshot)
 
     def _tell_degraded(self) -> None:
-        """State a degraded production on screen when it happens (not only in summary.json)."""
-        if self.learner_failure and not self._told_failure:
-            self._told_failure = True
-            self.live.notice(
-                f"learner failed ({self.learner_failure[:200]}); production goes on with model "
-                f"version {self.filter_version} and learns no more"
-            )
+        """Say on screen when batches go untrained, as it happens (not only in summary.json).
+        (A learner failure is told by the driver where it catches it.)"""
         dropped = self.n_dropped_for_learner
         if (
             self.plan.learn
@@ -245,6 +314,10 @@ class RunBook:
             "n_duplicates": final.n_duplicates,
             "n_dropped_for_learner": self.n_dropped_for_learner,
             "learner_failure": self.learner_failure,
+            "failure": self.failure,
+            "resumed_from": (
+                dataclasses.asdict(self.plan.resume) if self.plan.resume.resumed else None
+            ),
             "model_versions": versions,
             "final_model_version": self.filter_version,
             "learner_steps": learner.steps if learner else 0,
@@ -269,6 +342,8 @@ class RunBook:
             n_dropped_for_learner=self.n_dropped_for_learner,
             learn=self.plan.learn,
             online_auc=online_auc,
+            failure=self.failure,
+            learner_failure=self.learner_failure,
         )
 
 
@@ -351,6 +426,11 @@ def result_lines(result: RunResult) -> list[str]:
         lines.append(
             "validation AUC at the last published version (held-out fresh events, 1/p-weighted): "
             + ", ".join(f"{k} {v:.3f}" for k, v in result.online_auc.items())
+        )
+    if result.learner_failure:
+        lines.append(
+            f"WARNING: the learner failed ({result.learner_failure}); the run finished with the "
+            "last weights it had published"
         )
     if result.n_dropped_for_learner and result.learn:
         lines.append(

@@ -8,6 +8,7 @@ logit is w·(x − b) with (w, b) in its state dict: at (SLOPE, CUT) it is perfe
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -15,7 +16,10 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from adaptive_bkg.config import fresh_seed
+from adaptive_bkg.errors import UserError
 from adaptive_bkg.events import FLOAT_FIELDS, EventBatch, make_event_ids
+from adaptive_bkg.generators.pythia import stream_seed
 from adaptive_bkg.interfaces import SimResult
 
 SLOPE, CUT = 6.0, 1.5
@@ -41,11 +45,20 @@ def event_uniform(event_id: NDArray[np.uint64]) -> NDArray[np.float64]:
 
 
 class FakeSource:
-    """EventSource: Poisson multiplicities, exponential energies; ids via make_event_ids."""
+    """EventSource: Poisson multiplicities, exponential energies; ids via make_event_ids.
+    Seeded like the Pythia generator: by (seed, run, worker, incarnation)."""
 
-    def __init__(self, seed: int = 1, worker: int = 0, run: int = 0) -> None:
-        self.rng = np.random.default_rng([seed, worker])
-        self.worker, self.run, self.counter = worker, run, 0
+    def __init__(
+        self,
+        seed: int | None = 1,
+        worker: int = 0,
+        run: int = 0,
+        incarnation: int = 0,
+        n_workers: int = 1,
+    ) -> None:
+        stream = stream_seed(fresh_seed() if seed is None else seed, run, worker, incarnation)
+        self.rng = np.random.default_rng(stream)
+        self.worker, self.run, self.counter = worker + incarnation * n_workers, run, 0
 
     def next_batch(self, n: int) -> EventBatch:
         counts = 1 + self.rng.poisson(8, size=n)
@@ -88,10 +101,15 @@ class FakeBackend:
 
     skims = (SKIM,)
 
-    def __init__(self) -> None:
+    def __init__(self, delay_s: float = 0.0, fail_from: int | None = None) -> None:
         self.simulated_ids: list[NDArray[np.uint64]] = []
+        self.delay_s = delay_s  # wall seconds per batch: paces a run for fault tests
+        self.fail_from = fail_from  # batches from this one on fail for good
 
     def simulate(self, batch: EventBatch) -> SimResult:
+        time.sleep(self.delay_s)
+        if self.fail_from is not None and len(self.simulated_ids) >= self.fail_from:
+            raise UserError("fake simulation failed for good (3 attempts)")
         self.simulated_ids.append(batch.event_id.copy())
         flags = (event_uniform(batch.event_id) < true_pass_probability(batch))[:, None]
         return SimResult(batch.event_id, flags, 0.05 + 0.01 * batch.n_particles)
@@ -152,12 +170,13 @@ class FakeStages:
 
         make_policy(self.cfg.policy, self.skims)
 
-    def generator(self, worker, run):  # type: ignore[no-untyped-def]
+    def generator(self, worker, run, incarnation=0):  # type: ignore[no-untyped-def]
         from adaptive_bkg.stages import GeneratorStage
 
-        return GeneratorStage(
-            FakeSource(self.cfg.generator.seed, worker, run), lambda b: np.full(len(b), 0.001)
+        source = FakeSource(
+            self.cfg.generator.seed, worker, run, incarnation, self.cfg.ray.generators
         )
+        return GeneratorStage(source, lambda b: np.full(len(b), 0.001))
 
     def filter(self):  # type: ignore[no-untyped-def]
         from adaptive_bkg.stages import FilterStage
@@ -173,7 +192,12 @@ class FakeStages:
     def simulator(self, index):  # type: ignore[no-untyped-def]
         from adaptive_bkg.stages import SimulateStage
 
-        return SimulateStage(FakeBackend(), self.skims)
+        # On the wall clock the fake simulation takes 50 ms a batch (fault tests kill mid-run).
+        delay = 0.05 if self.cfg.backend.clock == "wall" else 0.0
+        # backend.name "fail-from-N": every batch from the N-th on fails (a broken backend).
+        name = self.cfg.backend.name
+        fail_from = int(name.rpartition("-")[2]) if name.startswith("fail-from-") else None
+        return SimulateStage(FakeBackend(delay, fail_from), self.skims)
 
     def learner(self):  # type: ignore[no-untyped-def]
         from adaptive_bkg.sampling import make_policy

@@ -187,6 +187,7 @@ def script_backend(tmp_path: Path, body: str, **external: object) -> SimulationB
     command = (
         f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} {{input}} {{output}} {{skims}}"
     )
+    external = {"retry_pause_s": 0.0, **external}  # retries without the production pause
     cfg = BackendConfig(name="external", external=ExternalConfig(command=command, **external))
     return make_backend(cfg, ("a", "b"))
 
@@ -269,11 +270,45 @@ def test_external_keeps_files_when_asked(
     backend = script_backend(tmp_path, "write(ids)", workdir=work, keep_files=True)
     backend.simulate(make_synthetic_events(3, seed=2))
     (folder,) = work.iterdir()
-    assert {p.name for p in folder.iterdir()} == {
+    assert {p.name for p in (folder / "attempt-1").iterdir()} == {
         "events.parquet",
         "labels.parquet",
         "backend.yaml",
     }
+
+
+def test_external_retries_a_failed_batch(
+    tmp_path: Path, make_synthetic_events: SyntheticEvents
+) -> None:
+    """A command that fails twice (exit status, then no output) and then works: the batch is
+    retried and succeeds; one that always fails stops after 1 + retries attempts."""
+    flaky = """
+        import pathlib
+        count = pathlib.Path(out).parents[1] / "count"
+        n = int(count.read_text()) if count.exists() else 0
+        count.write_text(str(n + 1))
+        if n == 0:
+            sys.exit(7)
+        if n == 1:
+            sys.exit(0)  # no output file
+        write(ids)
+    """
+    work = tmp_path / "work"
+    backend = script_backend(tmp_path, flaky, workdir=work, keep_files=True)
+    events = make_synthetic_events(4, seed=2)
+    result = backend.simulate(events)
+    np.testing.assert_array_equal(result.event_id, events.event_id)
+    (folder,) = work.iterdir()
+    assert (folder / "count").read_text() == "3"
+    always = script_backend(tmp_path, "sys.exit(5)", retries=1)
+    with pytest.raises(
+        UserError, match=r"exit status 5: .*\(2 attempts; backend\.external\.retries"
+    ):
+        always.simulate(events)
+    malformed = script_backend(tmp_path, "write(ids[1:])", retries=5)
+    with pytest.raises(UserError, match="no labels for event ids") as info:
+        malformed.simulate(events)  # a bug in the command's output is not retried
+    assert "attempts" not in str(info.value)
 
 
 @pytest.mark.parametrize(

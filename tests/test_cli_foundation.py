@@ -14,7 +14,7 @@ from adaptive_bkg.config import GeneratorConfig
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.events import BKG_TYPES, read_events, write_events
 from adaptive_bkg.generators import generate_to_file
-from adaptive_bkg.generators.pythia import worker_seed
+from adaptive_bkg.generators.pythia import stream_seed
 
 runner = CliRunner()
 
@@ -46,7 +46,7 @@ def test_generate_writes_what_it_reports(generated: tuple[Path, str]):
     out, stdout = generated
     events = read_events(out)
     assert len(events) == 200
-    assert np.all(events.seed == worker_seed(4, 0))
+    assert np.all(events.seed == stream_seed(4, 0, 0, 0))
     assert len(np.unique(events.event_id)) == 200
     assert "200 events" in stdout
     for code in np.unique(events.bkg_type):

@@ -42,7 +42,7 @@ def test_file_then_overrides(tmp_path: Path):
     ("overrides", "message"),
     [
         (["generator.seed=0"], "invalid config value generator.seed = 0"),
-        (["generator.seed=27465"], "invalid config value generator.seed"),
+        (["generator.seed=9223372036854775808"], "invalid config value generator.seed"),
         (["generator.seed=abc"], "invalid config value generator.seed = 'abc'"),
         (["generator.types=bbbar"], "unknown background type 'bbbar'"),
         (["generator.fractions={charm: 1}"], "unknown background types ['charm']"),

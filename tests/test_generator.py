@@ -5,11 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adaptive_bkg.config import GeneratorConfig
+from adaptive_bkg.config import MAX_SEED, GeneratorConfig
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import BKG_TYPES, CROSS_SECTIONS_NB, EventBatch, decode_event_ids
+from adaptive_bkg.events import (
+    BKG_TYPES,
+    CROSS_SECTIONS_NB,
+    EventBatch,
+    decode_event_ids,
+    physics_hashes,
+)
 from adaptive_bkg.generators.pythia import (
-    MAX_BASE_SEED,
     PYTHIA_MAX_SEED,
     X_D,
     Beams,
@@ -17,7 +22,7 @@ from adaptive_bkg.generators.pythia import (
     beam_four_momentum,
     generate_events,
     pythia_seed,
-    worker_seed,
+    stream_seed,
 )
 from adaptive_bkg.generators.truth import (
     charged_multiplicity,
@@ -261,8 +266,8 @@ def test_different_seeds_and_workers_differ():
     assert not base.equals(other_seed)
     assert not base.equals(other_worker)
     assert not np.array_equal(base.E[:20], other_worker.E[:20])
-    assert np.all(base.seed == worker_seed(5, 0))
-    assert np.all(other_worker.seed == worker_seed(5, 1))
+    assert np.all(base.seed == stream_seed(5, 0, 0, 0))
+    assert np.all(other_worker.seed == stream_seed(5, 0, 1, 0))
     ids = np.concatenate([base.event_id, other_worker.event_id])
     assert len(np.unique(ids)) == len(ids)
     run, worker, counter = decode_event_ids(other_worker.event_id)
@@ -281,16 +286,49 @@ def test_event_ids_continue_across_batches_and_runs():
 
 
 def test_pythia_seeds_are_distinct_and_in_range():
-    seeds = [
-        pythia_seed(s, w, t) for s in (1, 2, MAX_BASE_SEED) for w in (0, 1, 4095) for t in BKG_TYPES
+    streams = [
+        stream_seed(s, r, w, i)
+        for s in (0, 1, 2, MAX_SEED)
+        for r in (0, 1, (1 << 20) - 1)
+        for w in (0, 1, 4095)
+        for i in (0, 1, 7)
     ]
-    assert len(set(seeds)) == len(seeds)
+    assert len(set(streams)) == len(streams)
+    assert min(streams) >= 0
+    assert max(streams) <= MAX_SEED
+    seeds = [pythia_seed(stream, t) for stream in streams for t in BKG_TYPES]
+    assert len(set(seeds)) == len(seeds)  # 756 seeds: a collision has probability 3e-4
     assert min(seeds) >= 1
     assert max(seeds) <= PYTHIA_MAX_SEED
-    with pytest.raises(UserError, match="worker number 4096"):
-        worker_seed(1, 4096)
     with pytest.raises(UserError, match="generator seed"):
-        worker_seed(MAX_BASE_SEED + 1, 0)
+        stream_seed(MAX_SEED + 1, 0, 0, 0)
+    with pytest.raises(UserError, match=r"worker number 1 outside 0\.\.0"):
+        PythiaGenerator(GeneratorConfig(seed=1), worker=1, incarnation=1, n_workers=1)
+    with pytest.raises(UserError, match="restarted 4096 times"):
+        PythiaGenerator(GeneratorConfig(seed=1), worker=0, incarnation=4096, n_workers=1)
+
+
+def test_run_numbers_give_disjoint_physics():
+    """Physics never repeats unless asked (issue 10): one seed with two run numbers, or a
+    restarted worker (new incarnation), gives new events; equal settings repeat bit for bit;
+    no explicit seed gives a fresh one."""
+    cfg = GeneratorConfig(seed=1, types=THREE_TYPES)
+
+    def hashes(**kw: int) -> set[int]:
+        batch = PythiaGenerator(cfg, **kw).next_batch(60)
+        return set(physics_hashes(batch).tolist())
+
+    run0 = hashes(run=0)
+    assert len(run0) == 60
+    assert run0.isdisjoint(hashes(run=1))
+    assert run0.isdisjoint(hashes(run=0, incarnation=1, n_workers=2))
+    assert run0 == hashes(run=0)  # explicit equal settings: bit-for-bit repeat
+    fresh = GeneratorConfig(types=THREE_TYPES)  # seed null: drawn from OS entropy
+    assert PythiaGenerator(fresh).seed != PythiaGenerator(fresh).seed
+    restarted = PythiaGenerator(cfg, worker=1, incarnation=2, n_workers=3)
+    run, id_worker, _ = decode_event_ids(restarted.next_batch(5).event_id)
+    assert np.all(id_worker == 1 + 2 * 3)
+    assert np.all(run == 0)
 
 
 # --- mixture ----------------------------------------------------------------------------------

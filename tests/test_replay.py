@@ -30,6 +30,7 @@ def fake_plan(out: Path, *overrides: str, learn: bool = True):  # type: ignore[n
             "run.metrics_every_s=0.001",
             "learner.batch_size=64",
             "learner.publish_every_steps=3",
+            "generator.seed=1",
             *overrides,
         ],
     )

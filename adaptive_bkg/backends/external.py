@@ -25,6 +25,7 @@ import signal
 import string
 import subprocess
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,6 +40,12 @@ from adaptive_bkg.config import BackendConfig
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.events import EventBatch, write_events
 from adaptive_bkg.interfaces import SimResult
+
+
+class BatchFailed(UserError):
+    """The command failed on one batch in a way a retry may cure: a non-zero exit status, a
+    timeout or no output. Malformed output is a bug in the command and is not retried."""
+
 
 PLACEHOLDERS: tuple[str, ...] = ("input", "output", "skims", "seed", "config", "conditions")
 _SHOWN_IDS = 5  # ids named in an error message; the rest are counted
@@ -84,7 +91,7 @@ def _read_table(path: Path, what: str) -> pa.Table:
         with path.open("rb") as handle:
             magic = handle.read(4)
     except FileNotFoundError:
-        raise UserError(f"{what} wrote no output file {path}") from None
+        raise BatchFailed(f"{what} wrote no output file {path}") from None
     try:
         if magic == b"PAR1":
             return pq.read_table(path)
@@ -203,13 +210,25 @@ class ExternalBackend:
             raise UserError(
                 f"backend.external.workdir {workdir}: cannot create files ({exc.strerror or exc})"
             ) from None
+        attempts = self.cfg.external.retries + 1
         try:
-            return self._run(batch, folder)
+            for attempt in range(1, attempts + 1):
+                try:
+                    return self._run(batch, folder / f"attempt-{attempt}")
+                except BatchFailed as exc:
+                    if attempt == attempts:
+                        raise BatchFailed(
+                            f"{exc} ({attempts} attempts; backend.external.retries sets how many)"
+                        ) from None
+                # A grid node's hiccup (lost mount, pre-empted job) is retried after a pause.
+                time.sleep(min(self.cfg.external.retry_pause_s * attempt, 60.0))
+            raise AssertionError("unreachable: the last attempt returns or raises")
         finally:
             if not self.cfg.external.keep_files:
                 shutil.rmtree(folder, ignore_errors=True)
 
     def _run(self, batch: EventBatch, folder: Path) -> SimResult:
+        folder.mkdir()
         input_path, output_path = folder / "events.parquet", folder / "labels.parquet"
         config_path = folder / "backend.yaml"
         write_events(input_path, batch)
@@ -221,7 +240,7 @@ class ExternalBackend:
         if returncode != 0:
             lines = [line for line in stderr.splitlines() if line.strip()]
             last = lines[-1].strip() if lines else "no stderr output"
-            raise UserError(f"{what} failed with exit status {returncode}: {last}")
+            raise BatchFailed(f"{what} failed with exit status {returncode}: {last}")
         table = _read_table(output_path, what)
         return parse_labels(table, batch.event_id, self._skims, what)
 
@@ -247,7 +266,7 @@ def _run_command(argv: list[str], timeout_s: float, what: str, n_events: int) ->
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)  # the group we started, and nothing else
         process.communicate()
-        raise UserError(
+        raise BatchFailed(
             f"{what} timed out after {timeout_s:g} s on {n_events} events "
             "(raise backend.external.timeout_s)"
         ) from None

@@ -30,7 +30,7 @@ import awkward as ak
 import numpy as np
 from numpy.typing import NDArray
 
-from adaptive_bkg.config import GeneratorConfig
+from adaptive_bkg.config import MAX_SEED, GeneratorConfig, fresh_seed
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.events import (
     BKG_TYPES,
@@ -49,8 +49,6 @@ X_D = 0.770
 """B0 mixing parameter x_d = Δm_d/Γ_d (PDG 2024: 0.769 ± 0.004); χ_d = x²/(2(1+x²)) = 0.186."""
 
 PYTHIA_MAX_SEED = 900_000_000
-TYPE_SLOTS = 8  # one Pythia seed per (base seed, worker, type): 7 types + 1 spare
-MAX_BASE_SEED = (PYTHIA_MAX_SEED - 1) // ((MAX_WORKER + 1) * TYPE_SLOTS) - 1  # 27464
 
 CONTINUUM_QUARK: dict[str, int] = {"uubar": 2, "ddbar": 1, "ssbar": 3, "ccbar": 4}
 B_MESON: dict[str, int] = {"charged": 521, "mixed": 511}
@@ -73,18 +71,26 @@ BELLE2_FRAGMENTATION: tuple[str, ...] = (
 )
 
 
-def worker_seed(seed: int, worker: int) -> int:
-    """The per-worker seed stored with every event: base seed and worker packed together."""
-    if not 1 <= seed <= MAX_BASE_SEED:
-        raise UserError(f"generator seed {seed} outside 1..{MAX_BASE_SEED}")
-    if not 0 <= worker <= MAX_WORKER:
-        raise UserError(f"worker number {worker} outside 0..{MAX_WORKER}")
-    return seed * (MAX_WORKER + 1) + worker
+def stream_seed(seed: int, run: int, worker: int, incarnation: int) -> int:
+    """The random state of one generator process: a 63-bit hash of everything that must make
+    its physics distinct. A restarted worker (new incarnation), another worker, another run
+    number or another base seed each start an independent stream; equal inputs repeat it
+    bit for bit. Stored with every event (`EventBatch.seed`)."""
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"generator seed {seed} outside 0..{MAX_SEED}")
+    for name, value in (("run", run), ("worker", worker), ("incarnation", incarnation)):
+        if value < 0:
+            raise UserError(f"{name} number {value} must be >= 0")
+    words = np.random.SeedSequence([seed, run, worker, incarnation, 0x5EED]).generate_state(2)
+    return int((int(words[0]) << 31) ^ int(words[1])) & MAX_SEED
 
 
-def pythia_seed(seed: int, worker: int, bkg_type: str) -> int:
-    """Pythia's Random:seed for one type in one worker: distinct for every (seed, worker, type)."""
-    return worker_seed(seed, worker) * TYPE_SLOTS + bkg_type_code(bkg_type) + 1
+def pythia_seed(stream: int, bkg_type: str) -> int:
+    """Pythia's Random:seed (1..9e8) for one type within one stream. Pythia takes only ~30 bits,
+    so distinct streams collide with probability n²/1.8e9 per type (3e-4 for 700 streams);
+    `adaptive-bkg check` proves the absence of repeats from the records' physics hashes."""
+    word = np.random.SeedSequence([stream, bkg_type_code(bkg_type), 0xB1A5]).generate_state(1)
+    return int(word[0]) % (PYTHIA_MAX_SEED - 1) + 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,16 +503,39 @@ class PythiaGenerator:
     """`EventSource` of generic Belle II background from Pythia 8 (see module docstring).
 
     Each event's type is drawn from the configured mixture; events of one type come from that
-    type's own Pythia instance and are put back in drawn order. Deterministic for a given
-    (cfg.seed, worker), and independent of how the events are split into batches.
+    type's own Pythia instance and are put back in drawn order. The random state comes from
+    `stream_seed(cfg.seed, run, worker, incarnation)` (a fresh base seed when cfg.seed is
+    None), and is independent of how the events are split into batches.
+
+    Event ids: run | id worker | counter, where the id worker field is `worker` for the first
+    incarnation and `worker + incarnation * n_workers` for a restarted one, so a restarted
+    generator never reuses the ids of an earlier incarnation of any worker of the same run.
     """
 
-    def __init__(self, cfg: GeneratorConfig, worker: int = 0, run: int = 0) -> None:
+    def __init__(
+        self,
+        cfg: GeneratorConfig,
+        worker: int = 0,
+        run: int = 0,
+        incarnation: int = 0,
+        n_workers: int = 1,
+    ) -> None:
         self.cfg = cfg
         self.worker = worker
         self.run = run
-        self.seed = worker_seed(cfg.seed, worker)
-        make_event_ids(run, worker, 0, 0)  # validates run and worker now, not at first batch
+        self.incarnation = incarnation
+        if incarnation and not 0 <= worker < n_workers:
+            raise UserError(f"worker number {worker} outside 0..{n_workers - 1}")
+        self.id_worker = worker + incarnation * max(n_workers, 1)
+        if incarnation and self.id_worker > MAX_WORKER:
+            raise UserError(
+                f"generator worker {worker} restarted {incarnation} times: the event-id worker "
+                f"field (max {MAX_WORKER}) is used up; continue in a new run with another "
+                "run.run_number"
+            )
+        make_event_ids(run, self.id_worker, 0, 0)  # validates run and worker now
+        base = cfg.seed if cfg.seed is not None else fresh_seed()
+        self.seed = stream_seed(base, run, worker, incarnation)
         mixture = cfg.mixture()
         self.types: tuple[str, ...] = tuple(t for t in BKG_TYPES if mixture.get(t, 0.0) > 0)
         self.fractions = np.array([mixture[t] for t in self.types], dtype=np.float64)
@@ -515,7 +544,7 @@ class PythiaGenerator:
             np.random.SeedSequence([self.seed, 0x7A1E])  # its own stream, not a Pythia seed
         )
         self._generators = {
-            t: _TypeGenerator(cfg, t, pythia_seed(cfg.seed, worker, t)) for t in self.types
+            t: _TypeGenerator(cfg, t, pythia_seed(self.seed, t)) for t in self.types
         }
         self._codes = np.array([g.code for g in self._generators.values()], dtype=np.int8)
         self.counter = 0
@@ -543,7 +572,7 @@ class PythiaGenerator:
         batch = grouped.take(order)
         batch = replace(
             batch,
-            event_id=make_event_ids(self.run, self.worker, self.counter, n),
+            event_id=make_event_ids(self.run, self.id_worker, self.counter, n),
             seed=np.full(n, self.seed, np.int64),
         )
         self.counter += n

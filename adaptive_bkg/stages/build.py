@@ -47,7 +47,10 @@ class StageFactory(Protocol):
         """Cheap checks in the driver before any file is written (UserError on bad input)."""
         ...
 
-    def generator(self, worker: int, run: int) -> GeneratorStage: ...
+    def generator(self, worker: int, run: int, incarnation: int = 0) -> GeneratorStage:
+        """Generator `worker` of run `run`; `incarnation` counts its restarts (and resumes):
+        every incarnation must give new physics and new event ids."""
+        ...
 
     def filter(self) -> FilterStage: ...
 
@@ -169,7 +172,7 @@ class DefaultStages:
             return MeanTimes(1e-3, 1e-3, 1e-1)  # only a prior: replaced by measured means
         return MeanTimes(*self.cost_model.mean_times)
 
-    def generator(self, worker: int, run: int) -> GeneratorStage:
+    def generator(self, worker: int, run: int, incarnation: int = 0) -> GeneratorStage:
         source: EventSource
         if self.source_path is not None:
             from adaptive_bkg.replay import FileSource
@@ -178,7 +181,13 @@ class DefaultStages:
         else:
             from adaptive_bkg.generators.pythia import PythiaGenerator
 
-            source = PythiaGenerator(self.cfg.generator, worker=worker, run=run)
+            source = PythiaGenerator(
+                self.cfg.generator,
+                worker=worker,
+                run=run,
+                incarnation=incarnation,
+                n_workers=self.cfg.ray.generators,
+            )
         cost = self.cost_model.fast_cost if self.cost_model is not None else None
         return GeneratorStage(source, fast_cost=cost)
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from adaptive_bkg.events import EventBatch
+from adaptive_bkg.events import EventBatch, physics_hashes
 from adaptive_bkg.sampling import Policy, draw_keep
 from adaptive_bkg.stages.generator import CostFunction, per_event_cost
 from adaptive_bkg.stages.types import Decisions, FilterOutput, GeneratedBatch, WeightsSnapshot
@@ -110,5 +110,6 @@ class FilterStage:
             kept=kept,
             cost_fast_s=generated.cost_fast_s,
             cost_nn_s=cost_nn,
+            physics_hash=physics_hashes(events),
         )
         return FilterOutput(decisions, events.take(kept), events.take(probe_idx))

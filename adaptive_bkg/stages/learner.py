@@ -251,10 +251,12 @@ class LearnerStage:
         logits = np.asarray(self.score(events), dtype=np.float64).reshape(len(events), -1)
         return calibrate(logits, self.calibrator)
 
-    def initial_snapshot(self) -> WeightsSnapshot:
-        """Version 0: the starting weights, with the policy fitted to the probes seen so far."""
+    def initial_snapshot(self, version: int = 0) -> WeightsSnapshot:
+        """The starting weights, with the policy fitted to the probes seen so far, published as
+        `version`: 0 for a new run, the next free version for a resumed one."""
         if self.version >= 0:
             raise RuntimeError("initial_snapshot() called twice")
+        self.version = version - 1
         return self._publish(with_weights=True)
 
     def publish(self) -> WeightsSnapshot:

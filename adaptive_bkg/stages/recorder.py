@@ -1,13 +1,21 @@
 """Recorder stage: one Parquet row per GENERATED event, deduplicated, plus running statistics.
 
-Columns of `records/part-*.parquet` (kind "run-records", schema version 1):
+Columns of `records/part-*.parquet` (kind "run-records", schema version 2):
 
     event_id uint64, bkg_type int8, model_version int32,
+    physics_hash uint64 (events.physics_hashes: equal hashes = the same physics, `check`),
     q_<skim> float64 per skim (calibrated pass probability from the deciding model),
     q float64 = max over skims of q_<skim> (the skim-combined score; p = max_s p_s likewise),
     p float64 (keep probability), kept bool, weight float64 (1/p if kept else 0),
     cost_fast_s, cost_nn_s, cost_slow_s float64 (cost_slow_s = 0 if not kept),
     pass_<skim> bool per skim (null when not kept: the label is unknown).
+
+Durability: every batch is written as its own complete file (`part-NNNNNN.parquet`, fsynced,
+renamed into place) before `record` returns, so a crash of the recorder, the driver or the
+machine loses no recorded row. Every `compact_rows` rows the single-batch files are merged into
+one `part-AAAAAA-BBBBBB.parquet` (covering shards A..B), written durably before the members
+are deleted; `record_files` ignores members a merged file covers, so a crash between the two
+steps double-counts nothing.
 
 Delivery between stages is at-least-once (Ray retries), so rows are deduplicated by event_id
 (a compact interval set: ids are consecutive within a generator batch). The recorder can be
@@ -19,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +42,7 @@ from adaptive_bkg.metrics import RunAccumulator, RunSummary, SkimSummary
 from adaptive_bkg.stages.types import RecordBatch
 
 RECORDS_KIND = "run-records"
-RECORDS_SCHEMA_VERSION = 1
+RECORDS_SCHEMA_VERSION = 2
 RECORDS_DIR = "records"
 SUMMARY_FILE = "summary.json"
 
@@ -45,6 +52,7 @@ def records_schema(skims: tuple[str, ...]) -> pa.Schema:
         pa.field("event_id", pa.uint64(), nullable=False),
         pa.field("bkg_type", pa.int8(), nullable=False),
         pa.field("model_version", pa.int32(), nullable=False),
+        pa.field("physics_hash", pa.uint64(), nullable=False),
         *[pa.field(f"q_{s}", pa.float64(), nullable=False) for s in skims],
         pa.field("q", pa.float64(), nullable=False),
         pa.field("p", pa.float64(), nullable=False),
@@ -67,6 +75,7 @@ def records_to_table(records: RecordBatch, schema: pa.Schema) -> pa.Table:
         "event_id": pa.array(d.event_id, pa.uint64()),
         "bkg_type": pa.array(d.bkg_type, pa.int8()),
         "model_version": pa.array(d.model_version, pa.int32()),
+        "physics_hash": pa.array(d.physics_hash, pa.uint64()),
     }
     for k, skim in enumerate(d.skims):
         columns[f"q_{skim}"] = pa.array(d.q[:, k], pa.float64())
@@ -147,22 +156,45 @@ def _add_table(acc: RunAccumulator, table: pa.Table) -> None:
     )
 
 
+def _shard_range(path: Path) -> tuple[int, int]:
+    """`part-000007.parquet` -> (7, 7); `part-000000-000049.parquet` -> (0, 49)."""
+    numbers = [int(x) for x in path.name.removesuffix(".parquet").split("-")[1:]]
+    return numbers[0], numbers[-1]
+
+
+def record_files(records_dir: Path) -> list[Path]:
+    """The record files of a run, without single-batch shards that a merged file covers."""
+    files = []
+    for path in sorted(Path(records_dir).glob("part-*.parquet")):
+        try:
+            files.append((_shard_range(path), path))
+        except ValueError:
+            raise UserError(f"{path}: not a record file name (part-N or part-A-B)") from None
+    merged = [r for r, _ in files if r[0] != r[1]]
+    return [p for (a, b), p in files if a != b or not any(lo <= a <= hi for lo, hi in merged)]
+
+
+def _checked_record_files(records_dir: Path) -> list[Path]:
+    files = record_files(records_dir)
+    if not files:
+        raise UserError(f"{records_dir}: no records (part-*.parquet); is this a run directory?")
+    return files
+
+
 def records_skims(records_dir: Path) -> tuple[str, ...]:
-    files = parquet_io.checked_files(records_dir, RECORDS_KIND, RECORDS_SCHEMA_VERSION)
+    files = parquet_io.checked_files(
+        _checked_record_files(records_dir)[:1], RECORDS_KIND, RECORDS_SCHEMA_VERSION
+    )
     meta = files[0][1].schema_arrow.metadata or {}
     raw = meta.get(b"adaptive_bkg.skims", b"").decode()
     return tuple(s for s in raw.split(",") if s)
 
 
 class RecorderStage:
-    """Writes records (sharded, crash-safe), deduplicates, keeps the RunAccumulator."""
+    """Writes records durably per batch, deduplicates, keeps the RunAccumulator."""
 
     def __init__(
-        self,
-        records_dir: Path,
-        skims: tuple[str, ...],
-        row_group_size: int = 10_000,
-        flush_every_s: float = 5.0,
+        self, records_dir: Path, skims: tuple[str, ...], compact_rows: int = 50_000
     ) -> None:
         self.records_dir = Path(records_dir)
         self.skims = tuple(skims)
@@ -171,30 +203,38 @@ class RecorderStage:
         self.seen = EventIdSet()
         self.n_duplicates = 0
         self.n_batches = 0
-        self.flush_every_s = flush_every_s
-        self._last_flush = time.monotonic()
-        first_shard = self._resume()
-        self.writer = parquet_io.ShardedParquetWriter(
-            self.records_dir,
-            self.schema,
-            row_group_size=row_group_size,
-            keep_shards=True,
-            first_shard=first_shard,
-        )
+        self.compact_rows = compact_rows
+        try:
+            self.records_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot write to {self.records_dir}: {exc.strerror}") from None
+        self._singles: list[tuple[int, int]] = []  # (shard number, rows) not merged yet
+        self._next_shard = self._resume()
 
     def _resume(self) -> int:
-        """Re-read shards already in the folder (a restarted recorder); next shard number."""
-        shards = sorted(self.records_dir.glob("part-*.parquet"))
-        if not shards:
+        """Re-read the records already in the folder (a restarted recorder, a resumed run),
+        finish an interrupted merge; returns the next shard number."""
+        for tmp in self.records_dir.glob("*.tmp"):
+            tmp.unlink()  # an interrupted write: its rows were never acknowledged
+        live = set(record_files(self.records_dir))
+        for path in self.records_dir.glob("part-*.parquet"):
+            if path not in live:
+                path.unlink()  # a member of a merged file whose deletion was interrupted
+        if not live:
             return 0
         if records_skims(self.records_dir) != self.skims:
             raise UserError(f"{self.records_dir} holds records of other skims; use a new --out")
-        for table in parquet_io.iter_row_groups(
-            self.records_dir, RECORDS_KIND, RECORDS_SCHEMA_VERSION
+        for path, parquet in parquet_io.checked_files(
+            sorted(live), RECORDS_KIND, RECORDS_SCHEMA_VERSION
         ):
-            self.seen.add(table.column("event_id").to_numpy())
-            _add_table(self.accumulator, table)
-        return int(shards[-1].stem.split("-")[1]) + 1
+            first, last = _shard_range(path)
+            if first == last:
+                self._singles.append((first, parquet.metadata.num_rows))
+            for i in range(parquet.num_row_groups):
+                table = parquet.read_row_group(i)
+                self.seen.add(table.column("event_id").to_numpy())
+                _add_table(self.accumulator, table)
+        return max(_shard_range(p)[1] for p in live) + 1
 
     def record(self, records: RecordBatch) -> RecorderStatus:
         ids = records.decisions.event_id
@@ -210,19 +250,34 @@ class RecorderStage:
             if idx.size < len(ids):
                 d = records.decisions.take(idx)
                 records = RecordBatch(d, records.passed[idx], records.cost_slow_s[idx])
-            self.writer.write(records_to_table(records, self.schema))
+            self._write(records_to_table(records, self.schema))
             self.seen.add(records.decisions.event_id)
             d = records.decisions
             self.accumulator.add(
                 d.kept, d.p, records.passed, d.cost_fast_s, d.cost_nn_s, records.cost_slow_s
             )
-        if time.monotonic() - self._last_flush > self.flush_every_s:
-            self.flush()
         return self.status()
 
-    def flush(self) -> None:
-        self.writer.flush()
-        self._last_flush = time.monotonic()
+    def _write(self, table: pa.Table) -> None:
+        number = self._next_shard
+        parquet_io.write_durable(table, self.records_dir / f"part-{number:06d}.parquet")
+        self._next_shard += 1
+        self._singles.append((number, table.num_rows))
+        if sum(rows for _, rows in self._singles) >= self.compact_rows:
+            self.compact()
+
+    def compact(self) -> None:
+        """Merge the single-batch files written since the last merge into one file."""
+        if len(self._singles) < 2:
+            return
+        first, last = self._singles[0][0], self._singles[-1][0]
+        members = [self.records_dir / f"part-{n:06d}.parquet" for n, _ in self._singles]
+        table = parquet_io.read_table(members, RECORDS_KIND, RECORDS_SCHEMA_VERSION)
+        merged = self.records_dir / f"part-{first:06d}-{last:06d}.parquet"
+        parquet_io.write_durable(table, merged, row_group_size=10_000)
+        for member in members:
+            member.unlink()
+        self._singles = []
 
     def status(self) -> RecorderStatus:
         acc = self.accumulator
@@ -236,7 +291,7 @@ class RecorderStage:
         )
 
     def close(self) -> RecorderStatus:
-        self.writer.close()
+        self.compact()
         return self.status()
 
 
@@ -245,7 +300,9 @@ def summarize_records(run_dir: Path) -> RunSummary:
     """Recompute the run summary from `run_dir/records` alone (must equal summary.json)."""
     records_dir = Path(run_dir) / RECORDS_DIR
     acc = RunAccumulator(records_skims(records_dir))
-    for table in parquet_io.iter_row_groups(records_dir, RECORDS_KIND, RECORDS_SCHEMA_VERSION):
+    for table in parquet_io.iter_row_groups(
+        record_files(records_dir), RECORDS_KIND, RECORDS_SCHEMA_VERSION
+    ):
         _add_table(acc, table)
     return acc.summary()
 
@@ -255,7 +312,9 @@ def summarize_by_version(run_dir: Path) -> dict[int, RunSummary]:
     records_dir = Path(run_dir) / RECORDS_DIR
     skims = records_skims(records_dir)
     per_version: dict[int, RunAccumulator] = {}
-    for table in parquet_io.iter_row_groups(records_dir, RECORDS_KIND, RECORDS_SCHEMA_VERSION):
+    for table in parquet_io.iter_row_groups(
+        record_files(records_dir), RECORDS_KIND, RECORDS_SCHEMA_VERSION
+    ):
         versions = table.column("model_version").to_numpy()
         for version in np.unique(versions):
             part = table.filter(pa.array(versions == version))
@@ -264,9 +323,8 @@ def summarize_by_version(run_dir: Path) -> dict[int, RunSummary]:
 
 
 def read_records(run_dir: Path, columns: list[str] | None = None) -> pa.Table:
-    return parquet_io.read_table(
-        Path(run_dir) / RECORDS_DIR, RECORDS_KIND, RECORDS_SCHEMA_VERSION, columns
-    )
+    files = _checked_record_files(Path(run_dir) / RECORDS_DIR)
+    return parquet_io.read_table(files, RECORDS_KIND, RECORDS_SCHEMA_VERSION, columns)
 
 
 def summary_to_json(summary: RunSummary, extra: dict[str, Any] | None = None) -> str:

@@ -65,6 +65,7 @@ class Decisions:
     kept: NDArray[np.bool_]  # [n] the Bernoulli(p) draw
     cost_fast_s: NDArray[np.float64]  # [n]
     cost_nn_s: NDArray[np.float64]  # [n]
+    physics_hash: NDArray[np.uint64]  # [n] events.physics_hashes: proves no physics repeats
 
     def __len__(self) -> int:
         return int(self.event_id.shape[0])
@@ -80,6 +81,7 @@ class Decisions:
             self.kept[index],
             self.cost_fast_s[index],
             self.cost_nn_s[index],
+            self.physics_hash[index],
         )
 
 
