@@ -8,7 +8,9 @@ unbiased, so the two agree within errors in every bin of every observable.
 Errors: the weighted histogram carries sqrt(Σw²) (its error as an estimate of the population),
 the all-events one sqrt(N). The pull compares the two on the same events, so it uses the
 variance of their difference: each passing event contributes w·[kept] − 1 with variance
-(1 − p)/p, estimated without bias by Σ_kept (w² − w). Events kept with p = 1 add nothing.
+(1 − p)/p, and p is recorded for every event, kept or not, so the variance Σ_all (1 − p)/p is
+known exactly. (Its unbiased estimate from kept events alone, Σ_kept (w² − w), is ~0 in a bin
+whose few low-p events were all dropped, which gave pulls of −8 in sparse tails.)
 
 Observables (≥ 8), from the emulator's reconstruction of each event (the run's backend
 settings; deterministic per seed and event id) plus the generator-level multiplicity.
@@ -90,7 +92,7 @@ class ClosureHistogram:
     all_counts: F64  # passing events, unweighted
     kept_sumw: F64  # passing kept events, weighted by 1/p
     kept_sumw2: F64  # Σw² per bin
-    diff_var: F64  # Σ(w² − w) per bin: variance of kept_sumw − all_counts on these events
+    diff_var: F64  # Σ_all (1 − p)/p per bin: variance of kept_sumw − all_counts on these events
 
     @property
     def pulls(self) -> F64:
@@ -111,7 +113,7 @@ class Closure:
     n_pass_all: int  # passing events among those the run generated
     n_pass_kept: int
     sum_w_pass: float
-    sum_w_pass_err: float  # sqrt(Σ (w² − w)) over kept passing events
+    sum_w_pass_err: float  # sqrt(Σ (1 − p)/p) over all passing events
     histograms: tuple[ClosureHistogram, ...]
 
     @property
@@ -143,7 +145,7 @@ def closure_histograms(
             "give the labelled file the run replayed"
         )
     labelled = read_labelled(data, [skim])
-    table = read_records(run_dir, columns=["event_id", "kept", "weight"])
+    table = read_records(run_dir, columns=["event_id", "kept", "weight", "p"])
     ids = table.column("event_id").to_numpy()
     order = np.argsort(labelled.batch.event_id)
     sorted_ids = labelled.batch.event_id[order]
@@ -164,6 +166,10 @@ def closure_histograms(
     events = labelled.batch.take(rows[passed])
     values = compute(events, cfg.backend)
     kept_pass, w_pass = kept[passed], w[passed]
+    p = table.column("p").to_numpy()[passed]
+    # p = 0 (hard-cut only) is not importance sampling: those events can never be made up, and
+    # leaving them out of the variance lets the pulls show that bias.
+    var_pass = np.divide(1.0 - p, p, out=np.zeros_like(p), where=p > 0)
     histograms = []
     for obs in OBSERVABLES:
         x = values[obs.name]
@@ -179,16 +185,15 @@ def closure_histograms(
                 hist(x[sel_all], obs.edges)[0].astype(np.float64),
                 hist(x[sel_kept], obs.edges, weights=w_pass[sel_kept])[0],
                 hist(x[sel_kept], obs.edges, weights=w_pass[sel_kept] ** 2)[0],
-                hist(x[sel_kept], obs.edges, weights=w_pass[sel_kept] ** 2 - w_pass[sel_kept])[0],
+                hist(x[sel_all], obs.edges, weights=var_pass[sel_all])[0],
             )
         )
-    wk = w_pass[kept_pass]
     return Closure(
         skim,
         int(passed.sum()),
         int(kept_pass.sum()),
-        float(wk.sum()),
-        float(np.sqrt(np.sum(wk**2 - wk))),
+        float(w_pass[kept_pass].sum()),
+        float(np.sqrt(var_pass.sum())),
         tuple(histograms),
     )
 

@@ -29,15 +29,16 @@ def test_closure_of_the_shipped_learning_replay() -> None:
     for h in closure.histograms:
         # "all" holds every passing event with a value (clipped into range, none lost).
         assert h.all_counts.sum() == np.isfinite(values[h.observable.name]).sum()
-        assert np.all(h.kept_sumw2 >= h.diff_var)
+        assert np.all(h.diff_var >= 0)
     assert closure.histograms[0].kept_sumw.sum() == pytest.approx(closure.sum_w_pass)
-    # Unbiased: the weighted kept total agrees with the true count (4σ), and the pulls of the
-    # most populated observables have mean ~0 and rms ~1.
+    # Unbiased: the weighted kept total agrees with the true count (4σ); the pulls of the bins
+    # with some variance have rms ~1 and no outliers. (All observables histogram the same events,
+    # so their pulls share the total's fluctuation: their mean is not tested against 0.)
     assert abs(closure.total_pull) < 4
     pulls = np.concatenate([h.pulls[h.diff_var > 4] for h in closure.histograms])
     assert len(pulls) > 50
-    assert abs(pulls.mean()) < 0.3
     assert 0.6 < pulls.std() < 1.5
+    assert np.all(np.abs(pulls) < 5)
 
 
 # recorder.records_to_table computes 1/p for discarded events too (harmless: masked out); p = 0
@@ -54,6 +55,7 @@ def test_closure_exposes_a_biased_policy(tmp_path: Path) -> None:
         replay_run(cfg, DATA / "labelled.parquet", learn=False, show_live=False)
     closure = closure_histograms(tmp_path / "cut", DATA / "labelled.parquet")
     assert closure.sum_w_pass < 0.95 * closure.n_pass_all  # passing events lost for good
+    assert closure.total_pull < -5  # and the pulls say so
 
 
 def test_closure_needs_the_replayed_file(tmp_path: Path) -> None:
