@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from adaptive_bkg import __version__
-from adaptive_bkg.config import Config, load_config
+from adaptive_bkg.config import Config, load_config, with_fresh_seed
 from adaptive_bkg.errors import UserError
 
 app = typer.Typer(
@@ -171,7 +171,7 @@ def generate(
         overrides.append(f"generator.types={types}")
     if seed is not None:
         overrides.append(f"generator.seed={seed}")
-    cfg = resolve_config(config, overrides).generator
+    cfg = with_fresh_seed(resolve_config(config, overrides)).generator
     bar, update = _progress_bar("generating", events)
     with bar:
         summary = generate_to_file(
@@ -182,7 +182,8 @@ def generate(
     )
     table.caption = (
         f"{summary.elapsed_s:.1f} s, {summary.events_per_s:,.0f} events/s "
-        "(charged = stable e, μ, π, K, p in the final state)"
+        "(charged = stable e, μ, π, K, p in the final state); "
+        f"generator seed {cfg.seed} (--seed {cfg.seed} repeats these events)"
     )
     console.print(table)
     if summary.interrupted:
@@ -444,7 +445,7 @@ def label(
     overrides = [*(set_ or []), f"generator.types={types}"]
     if seed is not None:
         overrides.append(f"generator.seed={seed}")
-    cfg = resolve_config(config, overrides)
+    cfg = with_fresh_seed(resolve_config(config, overrides))
     bar, update = _progress_bar("labelling", events)
     with bar:
         summary = label_events(
@@ -458,7 +459,8 @@ def label(
         table.add_row(name, f"{rate:.4f}", str(round(rate * summary.n_events)))
     table.caption = (
         f"{summary.wall_s:.1f} s, {summary.n_events / max(summary.wall_s, 1e-9):,.0f} events/s; "
-        f"mean slow-stage cost {summary.mean_cost_slow_s:.3g} s/event"
+        f"mean slow-stage cost {summary.mean_cost_slow_s:.3g} s/event; generator seed "
+        f"{cfg.generator.seed} (--seed {cfg.generator.seed} repeats these events)"
     )
     console.print(table)
 
