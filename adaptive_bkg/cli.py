@@ -120,7 +120,8 @@ def calibrate(
     """Fit the slow-stage cost model to measured timings (robust least squares)."""
     from rich.table import Table
 
-    from adaptive_bkg.backends.emulator.cost import CostModel, fit_cost_table, write_cost_file
+    from adaptive_bkg.backends.emulator.cost import CostModel
+    from adaptive_bkg.backends.emulator.cost_fit import fit_cost_table, write_cost_file
     from adaptive_bkg.config import BackendConfig, CostConfig
 
     fit = fit_cost_table(timings, events=events, features=feature or None)
