@@ -21,14 +21,10 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import isotonic_regression, minimize_scalar
 
 from adaptive_bkg.errors import UserError
+from adaptive_bkg.sampling import sigmoid
 
 CALIBRATION_METHODS: tuple[str, ...] = ("temperature", "isotonic", "none")
 _LOG_T_BOUNDS = (math.log(1e-2), math.log(1e2))
-
-
-def sigmoid(z: ArrayLike) -> NDArray[np.float64]:
-    za = np.asarray(z, dtype=np.float64)
-    return np.asarray(np.exp(-np.logaddexp(0.0, -za)), dtype=np.float64)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from adaptive_bkg import __version__
-from adaptive_bkg.config import Config, load_config
+from adaptive_bkg.config import Config, load_config, with_fresh_seed
 from adaptive_bkg.errors import UserError
 
 app = typer.Typer(
@@ -133,7 +133,8 @@ def calibrate(
     """Fit the slow-stage cost model to measured timings (robust least squares)."""
     from rich.table import Table
 
-    from adaptive_bkg.backends.emulator.cost import CostModel, fit_cost_table, write_cost_file
+    from adaptive_bkg.backends.emulator.cost import CostModel
+    from adaptive_bkg.backends.emulator.cost_fit import fit_cost_table, write_cost_file
     from adaptive_bkg.config import BackendConfig, CostConfig
 
     fit = fit_cost_table(timings, events=events, features=feature or None)
@@ -184,7 +185,7 @@ def generate(
         overrides.append(f"generator.types={types}")
     if seed is not None:
         overrides.append(f"generator.seed={seed}")
-    cfg = resolve_config(config, overrides).generator
+    cfg = with_fresh_seed(resolve_config(config, overrides)).generator
     bar, update = _progress_bar("generating", events)
     with bar:
         summary = generate_to_file(
@@ -195,7 +196,8 @@ def generate(
     )
     table.caption = (
         f"{summary.elapsed_s:.1f} s, {summary.events_per_s:,.0f} events/s "
-        "(charged = stable e, μ, π, K, p in the final state)"
+        "(charged = stable e, μ, π, K, p in the final state); "
+        f"generator seed {cfg.seed} (--seed {cfg.seed} repeats these events)"
     )
     console.print(table)
     if summary.interrupted:
@@ -465,7 +467,8 @@ def label(
     overrides = [*(set_ or []), f"generator.types={types}"]
     if seed is not None:
         overrides.append(f"generator.seed={seed}")
-    cfg, names = _resolve_skims(resolve_config(config, overrides), _split_skims(skims))
+    cfg = with_fresh_seed(resolve_config(config, overrides))
+    cfg, names = _resolve_skims(cfg, _split_skims(skims))
     bar, update = _progress_bar("labelling", events)
     with bar:
         summary = label_events(cfg.generator, cfg.backend, events, out, names, progress=update)
@@ -477,7 +480,8 @@ def label(
         table.add_row(name, f"{rate:.4f}", str(round(rate * summary.n_events)))
     table.caption = (
         f"{summary.wall_s:.1f} s, {summary.n_events / max(summary.wall_s, 1e-9):,.0f} events/s; "
-        f"mean slow-stage cost {summary.mean_cost_slow_s:.3g} s/event"
+        f"mean slow-stage cost {summary.mean_cost_slow_s:.3g} s/event; generator seed "
+        f"{cfg.generator.seed} (--seed {cfg.generator.seed} repeats these events)"
     )
     console.print(table)
 

@@ -183,7 +183,9 @@ class ModelConfig(Section):
         default=(16, 24, 32, 40, 48, 56, 64, 80, 96, 128),
         description="multiplicity bucket edges for batching; null = no bucketing",
     )
-    bf16: bool = Field(default=False, description="bfloat16 autocast for inference (GPU)")
+    bf16: bool = Field(
+        default=True, description="bfloat16 autocast for inference on a GPU (ignored on CPU)"
+    )
 
     @field_validator("bucket_edges")
     @classmethod

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy import special
 from scipy.optimize import minimize, minimize_scalar
 
 from adaptive_bkg.config import POLICY_NAMES, PolicyConfig
@@ -115,10 +116,15 @@ class PolicyState:
 
 
 # ---------------------------------------------------------------------------------------------
+def sigmoid(x: ArrayLike) -> NDArray[np.float64]:
+    """q = 1 / (1 + e^-x) in float64, without overflow (the one sigmoid of the package)."""
+    return np.asarray(special.expit(np.asarray(x, dtype=np.float64)), dtype=np.float64)
+
+
 def logit(q: ArrayLike) -> NDArray[np.float64]:
-    """Stable logit of probabilities, clipped so that q = 0 or 1 stays finite."""
+    """Logit of probabilities, clipped so that q = 0 or 1 stays finite."""
     qc = np.clip(np.asarray(q, dtype=np.float64), _LOGIT_EPS, 1.0 - _LOGIT_EPS)
-    return np.log(qc) - np.log1p(-qc)
+    return np.asarray(special.logit(qc), dtype=np.float64)
 
 
 def skewed_sigmoid(x: ArrayLike, a: float, b: float, c: float) -> NDArray[np.float64]:

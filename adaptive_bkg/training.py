@@ -334,10 +334,10 @@ def validate_skims(
         oracle_speedup,
         speedup_closed_form,
     )
-    from adaptive_bkg.sampling import make_policy
+    from adaptive_bkg.sampling import make_policy, sigmoid
 
     t_fast, t_nn, t_slow = times
-    q = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+    q = sigmoid(logits)
     policy = make_policy(policy_cfg or PolicyConfig(), tuple(skims))
     policy.fit(q, t_fast, t_nn, t_slow)
     p = policy.per_skim(q)

@@ -21,10 +21,10 @@ from adaptive_bkg.backends.emulator.cost import (
     WallClock,
     event_features,
     feature_means,
-    fit_cost_table,
     load_cost_file,
     make_clock,
 )
+from adaptive_bkg.backends.emulator.cost_fit import fit_cost_table
 from adaptive_bkg.cli import app
 from adaptive_bkg.config import BackendConfig, CostConfig, load_config
 from adaptive_bkg.errors import UserError

@@ -18,6 +18,7 @@ from adaptive_bkg.model.features import (
     to_model_inputs,
 )
 from adaptive_bkg.model.part import ParticleTransformer
+from adaptive_bkg.sampling import sigmoid
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -82,4 +83,4 @@ def predict_q(
     if not temperature > 0:
         raise UserError(f"calibration temperature {temperature} must be > 0")
     logits = predict_logits(model, batch, batch_size, device, max_particles).astype(np.float64)
-    return 1.0 / (1.0 + np.exp(-logits / temperature))
+    return sigmoid(logits / temperature)

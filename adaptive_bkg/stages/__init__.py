@@ -4,7 +4,8 @@
 process. See docs/pipeline.md.
 """
 
-from adaptive_bkg.stages.filter import FilterStage, Scorer, sigmoid
+from adaptive_bkg.sampling import sigmoid
+from adaptive_bkg.stages.filter import FilterStage, Scorer
 from adaptive_bkg.stages.generator import GeneratorStage
 from adaptive_bkg.stages.learner import LearnerStage, LearnerStatus, MeanTimes
 from adaptive_bkg.stages.recorder import (

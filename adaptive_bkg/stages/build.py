@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from adaptive_bkg.config import Config
+from adaptive_bkg.config import Config, ModelConfig
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.events import EventBatch
 from adaptive_bkg.interfaces import EventSource
@@ -62,14 +62,13 @@ class StageFactory(Protocol):
 
 
 class ModelScorer:
-    """`Scorer` around a ParticleTransformer: bucketed batched inference (model/predict.py)."""
+    """`Scorer` around a ParticleTransformer: bucketed batched inference (model/predict.py)
+    with the `model` section's batch size, bucket edges and bf16 setting."""
 
-    def __init__(
-        self, model: ParticleTransformer, device: torch.device, max_particles: int
-    ) -> None:
+    def __init__(self, model: ParticleTransformer, device: torch.device, cfg: ModelConfig) -> None:
         self.model = model
         self.device = device
-        self.max_particles = max_particles
+        self.cfg = cfg
 
     def logits(self, batch: EventBatch) -> NDArray[np.floating]:
         from adaptive_bkg.model.predict import predict_logits
@@ -77,10 +76,11 @@ class ModelScorer:
         return predict_logits(
             self.model,
             batch,
-            batch_size=1024,
+            batch_size=self.cfg.predict_batch_size,
             device=self.device,
-            max_particles=self.max_particles,
-            autocast_bf16=self.device.type == "cuda",
+            max_particles=self.cfg.max_particles,
+            edges=self.cfg.bucket_edges,
+            autocast_bf16=self.cfg.bf16 and self.device.type == "cuda",
         )
 
     def load_state_dict(self, state: Any) -> None:
@@ -194,7 +194,7 @@ class DefaultStages:
     def filter(self) -> FilterStage:
         torch.set_num_threads(max(1, int(self.cfg.ray.filter_cpus)))
         device = self._device()
-        scorer = ModelScorer(self._load(device).model, device, self.cfg.model.max_particles)
+        scorer = ModelScorer(self._load(device).model, device, self.cfg.model)
         nn_cost = self.cost_model.nn_cost if self.cost_model is not None else None
         return FilterStage(
             scorer,
@@ -212,7 +212,6 @@ class DefaultStages:
         return SimulateStage(make_backend(self.cfg.backend, self.skims), self.skims)
 
     def learner(self) -> LearnerStage:
-        from adaptive_bkg.model.predict import predict_logits
         from adaptive_bkg.sampling import make_policy
         from adaptive_bkg.training import Trainer
 
@@ -228,10 +227,11 @@ class DefaultStages:
             backbone_lr_factor=self.cfg.learner.backbone_lr_factor,
             p_min=self.cfg.policy.p_min,
         )
-        max_particles = self.cfg.model.max_particles
+        # The policy is fitted on q as the filter computes it: same batching, same precision.
+        scorer = ModelScorer(model, device, self.cfg.model)
 
         def score(batch: EventBatch) -> NDArray[np.floating]:
-            logits = predict_logits(model, batch, 1024, device, max_particles)
+            logits = scorer.logits(batch)
             model.train()
             return logits
 

@@ -19,7 +19,7 @@ import torch
 from numpy.typing import NDArray
 
 from adaptive_bkg.events import EventBatch, physics_hashes
-from adaptive_bkg.sampling import Policy, draw_keep
+from adaptive_bkg.sampling import Policy, draw_keep, sigmoid
 from adaptive_bkg.stages.generator import CostFunction, per_event_cost
 from adaptive_bkg.stages.types import Decisions, FilterOutput, GeneratedBatch, WeightsSnapshot
 
@@ -34,11 +34,6 @@ class Scorer(Protocol):
         ...
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None: ...
-
-
-def sigmoid(logits: NDArray[np.float64]) -> NDArray[np.float64]:
-    out: NDArray[np.float64] = 0.5 * (1.0 + np.tanh(0.5 * logits))  # overflow-free sigmoid
-    return out
 
 
 def calibrate(logits: NDArray[np.float64], calibrator: Calibrator | None) -> NDArray[np.float64]:
