@@ -9,8 +9,9 @@ events with R other backend seeds gives R independent detector outcomes per even
 an unbiased estimate of q(x). At finite R most events with a small q have q̂ = 0, and a policy
 on raw q̂ puts them all at p_min: their rare passes then carry w = 1/p_min and the estimate
 converges slowly (measured on the closed-form backend of tests/test_bayes_limit.py, 6000
-events, limit 1.64: speedup 0.73 at R = 50, 1.36 at R = 400). So the headline uses the empirical-Bayes posterior mean under a Beta prior fitted
-to all events by the method of moments (beta-binomial),
+events, limit 1.64: speedup 0.73 at R = 50, 1.36 at R = 400). So the headline uses the
+empirical-Bayes posterior mean under a Beta prior fitted to all events by the method of
+moments (beta-binomial),
 
     q̃_R(x) = (c + α) / (R + α + β),
 
@@ -19,10 +20,10 @@ function of x is a legitimate filter, so both stay lower estimates when scored a
 
 The sqrt-optimal policy (`sampling.fit_sqrt_k`, floored at p_min) is fitted on q̃_R and scored
 on the labels of one more, independent seed (the backend seed of the config, never among the
-replicas) with the expected-speedup formula of
-`metrics.expected_speedup`. Scoring on independent labels means the noise of q̂_R can only cost
-speedup (in expectation), never inflate it: each figure is a lower estimate of the limit that rises towards it
-as R grows. It is reported at R/4, R/2 and R so that a reader sees whether it has converged.
+replicas) with the expected-speedup formula of `metrics.expected_speedup`. Scoring on
+independent labels means the noise of q̂_R can only cost speedup (in expectation), never
+inflate it: each figure is a lower estimate of the limit that rises towards it as R grows. It
+is reported at R/4, R/2 and R so that a reader sees whether it has converged.
 
 Uncertainty: a bootstrap over events (resample events with their q̂ and label, refit k, rescore);
 it covers the finite event sample and the label draw, not the remaining distance to R = ∞.
