@@ -45,7 +45,7 @@ from numpy.typing import NDArray
 from adaptive_bkg.config import Config
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.events import EventBatch
-from adaptive_bkg.metrics import expected_speedup, oracle_speedup
+from adaptive_bkg.metrics import SpeedupEstimate, expected_speedup, oracle_speedup
 from adaptive_bkg.sampling import fit_sqrt_k
 
 
@@ -111,6 +111,27 @@ def limit_speedup(
     k = fit_sqrt_k(q_hat, t_fast, t_nn, t_slow, p_min)
     p = np.clip(k * np.sqrt(q_hat), p_min, 1.0)
     return expected_speedup(labels.astype(np.float64), p, t_fast, t_nn, t_slow), k
+
+
+def scored_speedup(
+    q: NDArray[np.float64],
+    labels: NDArray[np.bool_],
+    times: tuple[float, float, float],
+    p_min: float,
+    n_bootstrap: int,
+    rng: np.random.Generator,
+) -> SpeedupEstimate:
+    """Any filter's q [n] on a labelled sample: the sqrt-optimal policy fitted on q, scored on
+    the labels (`limit_speedup`), ± a bootstrap over events that refits k each time."""
+    q = np.asarray(q, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.bool_)
+    value, _ = limit_speedup(q, y, times, p_min)
+    draws = []
+    for _ in range(n_bootstrap):
+        idx = rng.integers(0, len(y), len(y))
+        if y[idx].any():
+            draws.append(limit_speedup(q[idx], y[idx], times, p_min)[0])
+    return SpeedupEstimate(value, float(np.std(draws, ddof=1)) if len(draws) > 1 else math.nan)
 
 
 def beta_prior(counts: NDArray[np.integer], replicas: int) -> tuple[float, float]:
