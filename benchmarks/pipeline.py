@@ -337,7 +337,9 @@ def _two_step_row(
         n_train = int(0.9 * n_first) - 1  # the rest of the unfiltered events validate
         finetune(cfg0, default_checkpoint(), [skim], "full", n_train, ckpt, data=first)
     remaining = max(budget_s - spent, 1.0)
-    cfg = with_overrides(_base_cfg(skim, remaining, seed, out, []), [f"model.checkpoint={ckpt}"])
+    cfg = with_overrides(
+        _base_cfg(skim, remaining, seed, out, [], batch_size), [f"model.checkpoint={ckpt}"]
+    )
     row = _replay_row(case, "two-step", cfg, rest, False, seed)
     from adaptive_bkg.stages.recorder import RECORDS_KIND, RECORDS_SCHEMA_VERSION
 
