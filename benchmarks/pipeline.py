@@ -484,6 +484,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--budget", type=float, default=3000.0, help="emulated compute, s")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--two-step-events", type=int, default=10_000)
+    parser.add_argument("--held-out", default=",".join(HELD_OUT), help="comma list of skims")
+    parser.add_argument("--pretrained", default=",".join(PRETRAINED), help="comma list")
     parser.add_argument("--work", type=Path, default=None, help="keep run directories here")
     parser.add_argument("--out", type=Path, default=None, help="JSON results")
     args = parser.parse_args(argv)
@@ -506,9 +508,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             print(json.dumps(result["overhead"], indent=2), flush=True)
         if args.part in ("all", "compare"):
             seeds = list(range(1, args.seeds + 1))
-            held_out, pretrained = (HELD_OUT[:1], PRETRAINED[:1]) if args.quick else (
-                HELD_OUT, PRETRAINED
-            )  # fmt: skip
+            held_out = [x for x in args.held_out.split(",") if x]
+            pretrained = [x for x in args.pretrained.split(",") if x]
+            if args.quick:
+                held_out, pretrained = held_out[:1], pretrained[:1]
             rows = compare(
                 args.nominal, args.degraded, args.high_background, args.budget, seeds,
                 args.two_step_events, work, held_out, pretrained, args.compare_batch_size,
