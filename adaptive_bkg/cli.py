@@ -852,6 +852,49 @@ def sweep_command(
     console.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
 
 
+@app.command("bayes-limit")
+@user_errors
+def bayes_limit_command(
+    skims: Annotated[str, typer.Option("--skims", help="Comma list of skims.")],
+    events: Annotated[int, typer.Option("--events", "-n", help="Events to re-simulate.")] = 20_000,
+    replicas: Annotated[
+        int, typer.Option("--replicas", "-r", help="Backend seeds per event (R).")
+    ] = 200,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Events or labelled file; default: generate with Pythia."),
+    ] = None,
+    bootstrap: Annotated[
+        int, typer.Option("--bootstrap", help="Bootstrap resamples for the uncertainty.")
+    ] = 100,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write JSON here.")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Estimate each skim's Bayes-limit speedup by re-simulating events with R backend seeds."""
+    from adaptive_bkg.bayes_limit import (
+        bayes_limit_events,
+        check_request,
+        estimate_bayes_limit,
+        result_lines,
+    )
+
+    check_request(events, replicas, bootstrap)
+    cfg = resolve_config(config, set_)
+    names = _split_skims(skims) or []
+    if out is not None and out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name such as limit.json")
+    batch = bayes_limit_events(cfg, events, data)
+    bar, update = _progress_bar("replicas", replicas)
+    with bar:
+        result = estimate_bayes_limit(cfg, batch, names, replicas, bootstrap, progress=update)
+    for line in result_lines(result):
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
+    if out is not None:
+        out.write_text(result.to_json())
+        console.print(f"wrote {out}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     app()
 

@@ -31,6 +31,11 @@ class SkimMetrics:
     oracle_speedup: float
     fraction_of_oracle: float
     online_auc: float
+    # None = not known (yet). speedup_err: delta method (metrics.py). expected_speedup: the
+    # current model's expected speedup on the learner's validation stream (± bootstrap).
+    speedup_err: float | None = None
+    expected_speedup: float | None = None
+    expected_speedup_err: float | None = None
 
 
 @dataclass(frozen=True)
@@ -71,8 +76,10 @@ def metrics_record(
     model_version: int,
     learner_steps: int,
     online_auc: Mapping[str, float] | None,
+    expected_speedup: Mapping[str, tuple[float, float]] | None = None,
 ) -> MetricsRecord:
     auc = online_auc or {}
+    expected = expected_speedup or {}
     return MetricsRecord(
         wall_s=wall_s,
         spent_s=spent_s,
@@ -95,10 +102,23 @@ def metrics_record(
                 oracle_speedup=s.oracle_speedup,
                 fraction_of_oracle=s.fraction_of_oracle,
                 online_auc=float(auc.get(name, math.nan)),
+                speedup_err=_known(s.speedup_err),
+                expected_speedup=_known(expected.get(name, (math.nan, math.nan))[0]),
+                expected_speedup_err=_known(expected.get(name, (math.nan, math.nan))[1]),
             )
             for name, s in summary.skims.items()
         },
     )
+
+
+def _known(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _pm(value: float | None, error: float | None) -> str:
+    """'1.23 ± 0.05', with n/a for what is not known yet."""
+    shown = "n/a" if value is None or not math.isfinite(value) else f"{value:.2f}"
+    return f"{shown} ± {'n/a' if error is None else f'{error:.2f}'}"
 
 
 def read_metrics(path: Path) -> list[MetricsRecord]:
@@ -139,8 +159,13 @@ def render(
             (f"{name} ε̂", f"{s.eff_hat:.4f}"),
             (
                 f"{name} speedup",
-                f"{s.speedup:.2f} (oracle {s.oracle_speedup:.2f}, "
+                f"{_pm(s.speedup, s.speedup_err)} (oracle {s.oracle_speedup:.2f}, "
                 f"{100 * s.fraction_of_oracle:.0f} % of it)",
+            ),
+            (
+                f"{name} expected speedup now",
+                f"{_pm(s.expected_speedup, s.expected_speedup_err)} "
+                "(current model on the validation stream)",
             ),
         ]
     for name, value in rows:

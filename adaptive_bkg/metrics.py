@@ -7,6 +7,16 @@ Definitions (DESIGN §2, docs/statistics.md). For skim s, over kept events that 
 The speedup's numerator is the cost of an unfiltered run reaching the same N_eff: it needs
 N_eff/ε generated events, each costing t3.
 
+Uncertainty of the measured speedup (delta method, `speedup_rel_error`): per generated event
+a = w·[kept, pass], b = w²·[kept, pass] and its cost c = c_fast + c_nn + [kept]·c_slow are
+i.i.d.; with A = Σa, B = Σb, C = Σc the speedup is ∝ A/(B·C), so
+  (σ_S/S)² = V_AA/A² + V_BB/B² + V_CC/C² − 2V_AB/(AB) − 2V_AC/(AC) + 2V_BC/(BC),
+with V_XY = Σxy − X·Y/N (e.g. V_AB = Σ_{kept,pass} w³ − A·B/N). The cost term matters where
+most passing events are kept with p near 1 (weights near 1): then A/B hardly moves and the
+spread comes from how many failing events were kept. The estimated t_slow (when not given) is
+treated as known. Closure: tests/test_uncertainty.py checks that ±σ covers ≈ 68 % of the
+spread of the speedup over repeated runs.
+
 Numerics: all sums are float64. Each batch is summed pairwise by numpy (error ~ log2(n)·2⁻⁵³),
 and batch sums are added to the running totals; with weights <= 1/p_min = 100 and up to 1e8
 events the relative rounding error stays below ~1e-8, far under the statistical error
@@ -62,6 +72,45 @@ def speedup_measured(
         return 0.0
     ne = n_eff_from_sums(sum_w, sum_w2)
     return (t_fast + t_slow) * ne / eff_hat(sum_w, n_generated) / total_cost_s
+
+
+class SpeedupMoments(NamedTuple):
+    """The sums `speedup_rel_error` needs, for one skim (kept passing events: w; all: c)."""
+
+    sum_w: float  # A
+    sum_w2: float  # B = Σw², also Σa²
+    sum_w3: float  # Σab
+    sum_w4: float  # Σb²
+    total_cost: float  # C = Σc over all generated events
+    sum_c2: float  # Σc²
+    sum_w_c: float  # Σac
+    sum_w2_c: float  # Σbc
+    n_generated: int
+
+
+def speedup_rel_error(m: SpeedupMoments) -> float:
+    """Relative standard error σ_S/S of `speedup_measured` (delta method, module docstring).
+
+    NaN when it cannot be estimated (no passing event, or the higher sums are unknown).
+    """
+    a, b, c, n = m.sum_w, m.sum_w2, m.total_cost, float(m.n_generated)
+    if a <= 0 or b <= 0 or c <= 0 or n <= 0:
+        return math.nan
+    v_aa = m.sum_w2 - a * a / n
+    v_bb = m.sum_w4 - b * b / n
+    v_cc = m.sum_c2 - c * c / n
+    v_ab = m.sum_w3 - a * b / n
+    v_ac = m.sum_w_c - a * c / n
+    v_bc = m.sum_w2_c - b * c / n
+    rel2 = (
+        v_aa / a**2
+        + v_bb / b**2
+        + v_cc / c**2
+        - 2.0 * v_ab / (a * b)
+        - 2.0 * v_ac / (a * c)
+        + 2.0 * v_bc / (b * c)
+    )
+    return math.sqrt(max(rel2, 0.0)) if math.isfinite(rel2) else math.nan
 
 
 def speedup_closed_form(
@@ -127,6 +176,64 @@ def expected_speedup(
     t2 = t_fast + t_nn
     objective = (t2 + t_slow * float(pa.mean())) * float(np.mean(qa / pa))
     return (t_fast + t_slow) * eps / objective if objective > 0 else 0.0
+
+
+class SpeedupEstimate(NamedTuple):
+    value: float
+    error: float  # one standard deviation (NaN where unknown)
+
+
+def expected_speedup_weighted(
+    labels: ArrayLike,
+    p: ArrayLike,
+    w: ArrayLike,
+    t_fast: float,
+    t_nn: float,
+    t_slow: float,
+) -> float:
+    """Expected speedup of keep probabilities p [n] scored on labels [n] of a sample that was
+    itself kept with weights w = 1/p_taken (e.g. the learner's validation stream).
+
+    ε, E[p] and E[y/p] over ALL events are estimated by Hájek ratios Σw·x/Σw; then
+    speedup = t3·ε / ((t2 + t_slow·E[p])·E[y/p]) as in `expected_speedup`.
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    pa = np.asarray(p, dtype=np.float64)
+    wa = np.asarray(w, dtype=np.float64)
+    total = float(wa.sum())
+    if total <= 0 or not y.any():
+        return math.nan
+    eps = float(wa @ y) / total
+    mean_p = float(wa @ pa) / total
+    mean_y_over_p = float(wa @ (y / pa)) / total
+    objective = (t_fast + t_nn + t_slow * mean_p) * mean_y_over_p
+    return (t_fast + t_slow) * eps / objective if objective > 0 else math.nan
+
+
+def bootstrap_expected_speedup(
+    labels: ArrayLike,
+    p: ArrayLike,
+    w: ArrayLike,
+    times: tuple[float, float, float],
+    n_bootstrap: int = 50,
+    seed: int = 0,
+) -> SpeedupEstimate:
+    """`expected_speedup_weighted` with a bootstrap (over events) standard deviation."""
+    y = np.asarray(labels, dtype=np.bool_)
+    pa = np.asarray(p, dtype=np.float64)
+    wa = np.asarray(w, dtype=np.float64)
+    value = expected_speedup_weighted(y, pa, wa, *times)
+    if math.isnan(value):
+        return SpeedupEstimate(math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    draws = [
+        expected_speedup_weighted(y[i], pa[i], wa[i], *times)
+        for i in (rng.integers(0, n, n) for _ in range(n_bootstrap))
+    ]
+    finite = np.asarray([d for d in draws if math.isfinite(d)])
+    error = float(finite.std(ddof=1)) if finite.size > 1 else math.nan
+    return SpeedupEstimate(value, error)
 
 
 def oracle_speedup(eps: float, t_fast: float, t_nn: float, t_slow: float) -> float:
@@ -197,6 +304,8 @@ class SkimSummary:
 
     eff_hat_err = sqrt(Σw²)/N_generated is the usual (slightly conservative) error of ε̂.
     speedup / oracle_speedup / fraction_of_oracle use the run's total cost (shared by all skims).
+    speedup_err: one standard deviation of speedup (delta method, see the module docstring);
+    NaN when unknown (no passing event yet, or a state saved before the higher sums existed).
     """
 
     sum_w: float
@@ -210,6 +319,7 @@ class SkimSummary:
     eff_hat_err: float
     max_weight: float
     weight_quantiles: tuple[tuple[float, float], ...]
+    speedup_err: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -268,6 +378,11 @@ class RunAccumulator:
         self.hist_kept = np.zeros(_HIST_BINS, dtype=np.int64)
         self.sum_w = np.zeros(n_skims, dtype=np.float64)
         self.sum_w2 = np.zeros(n_skims, dtype=np.float64)
+        self.sum_w3 = np.zeros(n_skims, dtype=np.float64)
+        self.sum_w4 = np.zeros(n_skims, dtype=np.float64)
+        self.sum_w_c = np.zeros(n_skims, dtype=np.float64)
+        self.sum_w2_c = np.zeros(n_skims, dtype=np.float64)
+        self.sum_c2 = 0.0
         self.n_pass_kept = np.zeros(n_skims, dtype=np.int64)
         self.max_w = np.zeros(n_skims, dtype=np.float64)
         self.hist = np.zeros((n_skims, _HIST_BINS), dtype=np.int64)
@@ -298,6 +413,8 @@ class RunAccumulator:
         c_fast = np.broadcast_to(np.asarray(cost_fast, dtype=np.float64), (n,))
         c_nn = np.broadcast_to(np.asarray(cost_nn, dtype=np.float64), (n,))
         c_slow = np.broadcast_to(np.asarray(cost_slow, dtype=np.float64), (n,))[k]
+        c_event = c_fast + c_nn  # each event's total cost, for the speedup's error
+        c_event[k] += c_slow
         p_kept = pa[k]
         if np.any(~(p_kept > 0)):
             raise ValueError("a kept event has p <= 0 (or NaN): its weight 1/p is undefined")
@@ -319,6 +436,11 @@ class RunAccumulator:
             self.hist_kept += _histogram(w)
         self.sum_w += w @ pass_kept
         self.sum_w2 += w2 @ pass_kept
+        self.sum_w3 += (w2 * w) @ pass_kept
+        self.sum_w4 += (w2 * w2) @ pass_kept
+        self.sum_c2 += float(c_event @ c_event)
+        self.sum_w_c += (w * c_event[k]) @ pass_kept
+        self.sum_w2_c += (w2 * c_event[k]) @ pass_kept
         self.n_pass_kept += pass_kept.sum(axis=0)
         for s in range(len(self.skims)):
             ws = w[pass_kept[:, s]]
@@ -336,6 +458,10 @@ class RunAccumulator:
         self.hist_kept = self.hist_kept + other.hist_kept
         self.sum_w = self.sum_w + other.sum_w
         self.sum_w2 = self.sum_w2 + other.sum_w2
+        self.sum_w3 = self.sum_w3 + other.sum_w3
+        self.sum_w4 = self.sum_w4 + other.sum_w4
+        self.sum_w_c = self.sum_w_c + other.sum_w_c
+        self.sum_w2_c = self.sum_w2_c + other.sum_w2_c
         self.n_pass_kept = self.n_pass_kept + other.n_pass_kept
         self.max_w = np.maximum(self.max_w, other.max_w)
         self.hist = self.hist + other.hist
@@ -365,6 +491,19 @@ class RunAccumulator:
             sw, sw2 = float(self.sum_w[s]), float(self.sum_w2[s])
             eps = eff_hat(sw, n)
             speed = speedup_measured(sw, sw2, n, total, tf, ts)
+            rel = speedup_rel_error(
+                SpeedupMoments(
+                    sw,
+                    sw2,
+                    float(self.sum_w3[s]),
+                    float(self.sum_w4[s]),
+                    total,
+                    self.sum_c2,
+                    float(self.sum_w_c[s]),
+                    float(self.sum_w2_c[s]),
+                    n,
+                )
+            )
             oracle = oracle_speedup(eps, tf, tn, ts) if tf + tn + ts > 0 else 0.0
             skims[skim] = SkimSummary(
                 sum_w=sw,
@@ -380,6 +519,7 @@ class RunAccumulator:
                 weight_quantiles=quantiles_from_histogram(
                     self.hist[s], quantiles, float(self.max_w[s])
                 ),
+                speedup_err=speed * rel,
             )
         return RunSummary(
             n_generated=n,
@@ -409,9 +549,15 @@ class RunAccumulator:
         "sum_w_cost_slow",
         "sum_w_kept",
         "sum_w2_kept",
+        "sum_c2",
     )
     _SCALARS = (*_SUMS, "max_w_kept")
-    _ARRAYS = ("hist_kept", "sum_w", "sum_w2", "n_pass_kept", "max_w", "hist")
+    _ARRAYS = (
+        *("hist_kept", "sum_w", "sum_w2", "sum_w3", "sum_w4", "sum_w_c", "sum_w2_c"),
+        *("n_pass_kept", "max_w", "hist"),
+    )
+    # Added later: a state saved before them resumes with NaN (speedup_err unknown, not wrong).
+    _OPTIONAL = ("sum_w3", "sum_w4", "sum_w_c", "sum_w2_c", "sum_c2")
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"skims": list(self.skims)}
@@ -423,9 +569,15 @@ class RunAccumulator:
     def from_dict(cls, data: dict[str, Any]) -> RunAccumulator:
         acc = cls(data["skims"])
         for name in cls._SCALARS:
+            if name not in data and name in cls._OPTIONAL:
+                setattr(acc, name, math.nan)
+                continue
             setattr(acc, name, type(getattr(acc, name))(data[name]))
         for name in cls._ARRAYS:
             template = getattr(acc, name)
+            if name not in data and name in cls._OPTIONAL:
+                setattr(acc, name, np.full_like(template, np.nan))
+                continue
             value = np.asarray(data[name], dtype=template.dtype)
             if value.shape != template.shape:
                 raise ValueError(

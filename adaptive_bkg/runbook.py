@@ -167,6 +167,8 @@ class RunResult:
     online_auc: dict[str, float] | None = None
     failure: str | None = None  # the run stopped on an error (records and summary are whole)
     learner_failure: str | None = None
+    # (value, σ) per skim: the last version's expected speedup on the validation stream
+    expected_speedup: dict[str, tuple[float, float]] | None = None
 
 
 @dataclass
@@ -286,6 +288,7 @@ class RunBook:
                 model_version=self.filter_version,
                 learner_steps=learner.steps if learner else 0,
                 online_auc=learner.online_auc if learner else None,
+                expected_speedup=learner.expected_speedup if learner else None,
             ),
             self._toward(),
         )
@@ -304,6 +307,7 @@ class RunBook:
         versions = sorted(by_version)
         learner = self.learner
         online_auc = dict(learner.online_auc) if learner and learner.online_auc else None
+        expected = dict(learner.expected_speedup) if learner and learner.expected_speedup else None
         extra = {
             "stop_reason": stop_reason,
             "wall_s": self.wall_s(),
@@ -325,6 +329,10 @@ class RunBook:
             "speedup_by_version": {
                 str(v): {k: s.speedup for k, s in by_version[v].skims.items()} for v in versions
             },
+            "speedup_err_by_version": {
+                str(v): {k: s.speedup_err for k, s in by_version[v].skims.items()} for v in versions
+            },
+            "expected_speedup_validation": expected,
         }
         (self.run_dir / SUMMARY_FILE).write_text(summary_to_json(final.summary, extra))
         if self.plan.cfg.run.plots and final.n_generated:
@@ -344,6 +352,7 @@ class RunBook:
             online_auc=online_auc,
             failure=self.failure,
             learner_failure=self.learner_failure,
+            expected_speedup=expected,
         )
 
 
@@ -412,15 +421,24 @@ def result_lines(result: RunResult) -> list[str]:
     for name, skim in s.skims.items():
         lines.append(
             f"[{name}] N_eff {skim.n_eff:,.0f}, ε̂ = {skim.eff_hat:.4f} ± {skim.eff_hat_err:.4f}; "
-            f"speedup {skim.speedup:.2f} = {100 * skim.fraction_of_oracle:.0f} % of the oracle "
-            f"{skim.oracle_speedup:.2f}"
+            f"speedup {skim.speedup:.2f} ± {skim.speedup_err:.2f} = "
+            f"{100 * skim.fraction_of_oracle:.0f} % of the oracle {skim.oracle_speedup:.2f}"
         )
         first, last = result.first_version, result.last_version
         if first is not None and last is not None and result.n_versions > 1:
+            a, b = first.skims[name], last.skims[name]
             lines.append(
-                f"[{name}] speedup went from {first.skims[name].speedup:.2f} (first model "
-                f"version) to {last.skims[name].speedup:.2f} (last of {result.n_versions} "
-                "versions)"
+                f"[{name}] speedup went from {a.speedup:.2f} ± {a.speedup_err:.2f} (first model "
+                f"version, {a.n_pass_kept} passing events) to {b.speedup:.2f} ± "
+                f"{b.speedup_err:.2f} (last of {result.n_versions} versions, "
+                f"{b.n_pass_kept} passing events)"
+            )
+        if result.expected_speedup and name in result.expected_speedup:
+            value, error = result.expected_speedup[name]
+            lines.append(
+                f"[{name}] expected speedup of the final model on the validation stream: "
+                f"{value:.2f} ± {error:.2f} (measured cumulative: {skim.speedup:.2f} ± "
+                f"{skim.speedup_err:.2f})"
             )
     if result.online_auc:
         lines.append(

@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 
 from adaptive_bkg.config import LearnerConfig
 from adaptive_bkg.events import EventBatch
+from adaptive_bkg.metrics import bootstrap_expected_speedup
 from adaptive_bkg.sampling import Policy
 from adaptive_bkg.stages.filter import Calibrator, calibrate
 from adaptive_bkg.stages.types import LabelledBatch, WeightsSnapshot
@@ -69,6 +70,9 @@ class LearnerStatus:
     last_loss: float
     online_auc: Mapping[str, float] | None
     k: tuple[float, ...]  # fitted policy parameters of the newest snapshot (first per skim)
+    # Expected speedup (value, bootstrap σ) of the newest version's weights and policy on the
+    # validation stream, per skim: what the current model would reach from now on.
+    expected_speedup: Mapping[str, tuple[float, float]] | None = None
 
 
 class _Chunk(NamedTuple):
@@ -170,6 +174,7 @@ class LearnerStage:
         self.n_trained_events = 0
         self.last_loss = math.nan
         self.online_auc: dict[str, float] | None = None
+        self.expected_speedup: dict[str, tuple[float, float]] | None = None
         self.training_log: list[tuple[NDArray[np.uint64], int]] | None = (
             [] if keep_training_log else None
         )
@@ -269,10 +274,9 @@ class LearnerStage:
             self.policy.fit(self._q(self.probes.all().events), t_fast, t_nn, t_slow)
         if self.validation.n and self.version >= 0:
             val = self.validation.all()
-            self.online_auc = {
-                k: float(v)
-                for k, v in self.trainer.evaluate(val.events, val.labels, val.weights).auc.items()
-            }
+            result = self.trainer.evaluate(val.events, val.labels, val.weights)
+            self.online_auc = {k: float(v) for k, v in result.auc.items()}
+            self.expected_speedup = self._expected_speedup(val, result.logits)
         self.version += 1
         self.steps_at_publish = self.steps
         self.ingests_since_publish = 0
@@ -284,6 +288,28 @@ class LearnerStage:
             online_auc=dict(self.online_auc) if self.online_auc else None,
         )
         return self._latest
+
+    def _expected_speedup(
+        self, val: _Chunk, logits: NDArray[np.floating]
+    ) -> dict[str, tuple[float, float]]:
+        """Per skim: expected speedup of the current weights + policy on the validation stream.
+
+        The stream holds kept events with w = 1/p of the version that kept them, so the means
+        over all events are 1/p-weighted (`metrics.expected_speedup_weighted`); the keep
+        probability is the policy's p = max over skims, as in production.
+        """
+        q = calibrate(
+            np.asarray(logits, dtype=np.float64).reshape(len(val.events), -1), self.calibrator
+        )
+        p = self.policy.keep_probability(q)
+        t = self.mean_times()
+        out = {}
+        for s, skim in enumerate(self.skims):
+            estimate = bootstrap_expected_speedup(
+                val.labels[:, s], p, val.weights, (t.t_fast, t.t_nn, t.t_slow), seed=self.version
+            )
+            out[skim] = (estimate.value, estimate.error)
+        return out
 
     def latest_snapshot(self) -> WeightsSnapshot:
         if self._latest is None:
@@ -310,4 +336,5 @@ class LearnerStage:
             last_loss=self.last_loss,
             online_auc=dict(self.online_auc) if self.online_auc else None,
             k=params,
+            expected_speedup=dict(self.expected_speedup) if self.expected_speedup else None,
         )
