@@ -23,6 +23,7 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,19 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
+# Ray's own switch for a single-machine instance (its default on macOS and Windows): the node IP
+# is the loopback address, and then GCS, raylet, object manager, workers and agents listen on
+# 127.0.0.1 only. Read by the driver (ray_constants, patched for the call) and by every process
+# Ray starts (the environment they inherit).
+_LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
 def init_ray(address: str | None, num_cpus: int | None, object_store_mb: int) -> bool:
-    """Connect to (or start) Ray; True if this call started it (and should shut it down)."""
+    """Connect to (or start) Ray; True if this call started it (and should shut it down).
+
+    Without `address` a private instance starts that listens on 127.0.0.1 only (with auth
+    disabled, anything that could reach it could run code). Joining a cluster is explicit.
+    """
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # at run time only, never at import
@@ -82,15 +94,35 @@ def init_ray(address: str | None, num_cpus: int | None, object_store_mb: int) ->
                 "`ray start --head` (docs/cluster.md) or leave out --address"
             ) from None
     else:
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            object_store_memory=object_store_mb * MIB,
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-        )
+        with _loopback_only():
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                object_store_memory=object_store_mb * MIB,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
     return True
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Start a local Ray whose every process binds to the loopback interface only."""
+    from ray._private import ray_constants
+
+    before_env = os.environ.get(_LOOPBACK_ONLY_ENV)
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_LOOPBACK_ONLY_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+        if before_env is None:
+            os.environ.pop(_LOOPBACK_ONLY_ENV, None)
+        else:
+            os.environ[_LOOPBACK_ONLY_ENV] = before_env
 
 
 class _GeneratorActor:
