@@ -33,6 +33,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from adaptive_bkg.budget import stop_on_signals
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.events import MAX_RUN
+from adaptive_bkg.preflight import check_local_ray
 from adaptive_bkg.runbook import RunBook, RunPlan, RunResult
 from adaptive_bkg.stages.build import StageFactory
 from adaptive_bkg.stages.learner import LearnerStatus
@@ -201,6 +202,8 @@ def _remote(cls: type, **options: Any) -> Any:
 def run_pipeline(plan: RunPlan, show_live: bool | None = None) -> RunResult:
     """Run a validated production on Ray (local instance or `ray.address`)."""
     cfg = plan.cfg
+    if cfg.ray.address is None and not ray.is_initialized():
+        check_local_ray(cfg.ray)  # before Ray starts and before the run directory exists
     started = init_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_mb)
     try:
         return _run(plan, show_live)

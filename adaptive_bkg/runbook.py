@@ -25,6 +25,7 @@ from adaptive_bkg.config import Config
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.live import LiveView, metrics_record
 from adaptive_bkg.metrics import RunSummary
+from adaptive_bkg.preflight import check_run_dir
 from adaptive_bkg.stages.build import StageFactory, make_factory
 from adaptive_bkg.stages.learner import LearnerStatus
 from adaptive_bkg.stages.recorder import (
@@ -64,19 +65,16 @@ def plan_run(
         raise UserError(
             "no stop condition: give --budget (e.g. 24h), --events N or --target-neff N"
         )
-    learn = learn and cfg.learner.enabled
-    factory = factory if factory is not None else make_factory(cfg, skims, learn)
-    factory.validate()
     if cfg.run.out is not None:
         run_dir = Path(cfg.run.out)
     else:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         name = "+".join(s.replace(":", "_").replace("/", "_") for s in skims)[:80]
         run_dir = Path("runs") / f"{stamp}-{tag}{name}"
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise UserError(
-            f"run directory {run_dir} already exists and is not empty; pick a new --out"
-        )
+    check_run_dir(run_dir)  # cheap checks first: the factory loads the checkpoint
+    learn = learn and cfg.learner.enabled
+    factory = factory if factory is not None else make_factory(cfg, skims, learn)
+    factory.validate()
     return RunPlan(cfg, skims, run_dir, stop, learn, factory)
 
 
