@@ -88,17 +88,14 @@ def init_ray(address: str | None, num_cpus: int | None, object_store_mb: int) ->
         check_reachable(address)
         try:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-        except ray.exceptions.AuthenticationError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(
-                f"the Ray cluster at '{address}' refused this driver ({first[:160]}); set "
-                "RAY_AUTH_MODE=token and the cluster's token (docs/cluster.md, Securing a cluster)"
-            ) from None
         except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
+            # A cluster with token auth refuses a driver without its token the same way (Ray
+            # retries, logs InvalidAuthToken, then raises ConnectionError): name both causes.
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(
                 f"cannot join the Ray cluster at '{address}' ({first[:160]}); start one with "
-                "`ray start --head` (docs/cluster.md) or leave out --address"
+                "`ray start --head` or leave out --address; if it uses token authentication, "
+                "set RAY_AUTH_MODE=token and its token (docs/cluster.md)"
             ) from None
     else:
         with _loopback_only():
