@@ -19,6 +19,7 @@ restart (a failure there ends the run, which is still finalised from what was re
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import secrets
@@ -86,8 +87,10 @@ def init_ray(address: str | None, num_cpus: int | None, object_store_mb: int) ->
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # at run time only, never at import
     if address:  # an existing cluster: resources are the cluster's
         check_reachable(address)
+        joining = _loopback_only() if _loopback_only_instance(address) else contextlib.nullcontext()
         try:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            with joining:
+                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
             # A cluster with token auth refuses a driver without its token the same way (Ray
             # retries, logs InvalidAuthToken, then raises ConnectionError): name both causes.
@@ -108,6 +111,28 @@ def init_ray(address: str | None, num_cpus: int | None, object_store_mb: int) ->
                 logging_level=logging.WARNING,
             )
     return True
+
+
+def _loopback_only_instance(address: str) -> bool:
+    """True for host:port on the loopback interface that this machine's network address does
+    not also serve: a loopback-only instance (like the one init_ray starts), which a driver
+    can join only in the same single-machine mode (else Ray dials the network address)."""
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return False
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        if not (host == "localhost" or ipaddress.ip_address(host).is_loopback):
+            return False
+    except ValueError:
+        return False
+    from ray._common.network_utils import node_ip_address_from_perspective
+
+    try:
+        socket.create_connection((node_ip_address_from_perspective(), int(port)), 1.0).close()
+    except (OSError, ValueError):
+        return True
+    return False
 
 
 @contextlib.contextmanager
