@@ -114,8 +114,13 @@ class Sampler:
                             sockets.append([label, process.pid, conn.laddr.ip, conn.laddr.port])
             except psutil.Error:
                 continue  # it ended between the listing and the reading
+            try:  # proof that the allocator settings of orchestrate.init_ray reached it
+                arena_max = process.environ().get("MALLOC_ARENA_MAX")
+            except psutil.Error:
+                arena_max = None
             processes[str(process.pid)] = {
                 "label": label,
+                "malloc_arena_max": arena_max,
                 "rss_mib": memory.rss / MIB,
                 "uss_mib": memory.uss / MIB,
                 "cpu_percent": cpu,
