@@ -78,8 +78,9 @@ _LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 # glibc malloc in long-lived torch actors: with its default (dynamic) mmap threshold, freed
 # batch-sized tensors stay in fragmented heaps and RSS creeps (benchmarks/soak.py, 30 min:
-# filter +55 %, learner +60 % after warm-up); with these both stayed within 7 %. Ray's
-# processes inherit them from the driver at start; a value already set in the environment wins.
+# filter +55 %, learner +60 % after warm-up); with these the filter stayed within 8 % and the
+# learner's trend fell 4x (docs/reliability.md). Ray's processes inherit them from the driver
+# at start; a value already set in the environment wins.
 ACTOR_MALLOC_ENV = {
     "MALLOC_ARENA_MAX": "2",
     "MALLOC_MMAP_THRESHOLD_": "65536",
