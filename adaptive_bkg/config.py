@@ -23,6 +23,10 @@ from adaptive_bkg.events import BKG_TYPES, CROSS_SECTIONS_NB, parse_bkg_types
 MAX_SEED = (1 << 63) - 1
 """Largest generator base seed (an int64 in every file that stores it)."""
 
+MAX_BATCH_EVENTS = 100_000
+"""Upper bound on a batch (run.batch_size, generator.batch_size): ~150 MiB of events in memory
+and in the object store; beyond it one batch can exhaust either before any output appears."""
+
 
 def fresh_seed() -> int:
     """A base seed from OS entropy: what `generator.seed: null` means (never repeats)."""
@@ -47,7 +51,9 @@ class GeneratorConfig(Section):
         description="base seed; null = fresh from OS entropy (a production writes the drawn "
         "value to its config.yaml). Physics depends on (seed, run number, worker, restart)",
     )
-    batch_size: int = Field(default=2000, gt=0, le=1_000_000)
+    batch_size: int = Field(
+        default=2000, gt=0, le=MAX_BATCH_EVENTS, description="events per Pythia call (generate)"
+    )
     e_minus_gev: float = Field(default=7.004, gt=0, description="HER energy (basf2 Y4S preset)")
     e_plus_gev: float = Field(default=4.002, gt=0, description="LER energy (basf2 Y4S preset)")
     crossing_angle_rad: float = Field(default=0.083, ge=0, lt=0.5, description="full angle")
@@ -297,7 +303,12 @@ class RunConfig(Section):
     )
     events: int | None = Field(default=None, gt=0, description="stop after this many generated")
     target_neff: float | None = Field(default=None, gt=0, description="stop at this N_eff (min)")
-    batch_size: int = Field(default=2000, ge=1, description="events per pipeline batch")
+    batch_size: int = Field(
+        default=2000,
+        ge=1,
+        le=MAX_BATCH_EVENTS,
+        description="events per pipeline batch (2000 events are ~3 MiB in the object store)",
+    )
     seed: int = Field(default=1, ge=0, description="keep-decision and learner seed")
     run_number: int = Field(
         default=0, ge=0, le=(1 << 20) - 1, description="event-id run field; new one per extension"

@@ -27,6 +27,7 @@ and the recorder drops duplicates by event_id.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import secrets
@@ -40,6 +41,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from adaptive_bkg.budget import stop_on_signals
 from adaptive_bkg.errors import UserError
+from adaptive_bkg.preflight import check_local_ray
 from adaptive_bkg.runbook import RunBook, RunPlan, RunResult
 from adaptive_bkg.stages.build import StageFactory
 from adaptive_bkg.stages.learner import LearnerStatus
@@ -74,31 +76,113 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
+# Ray's own switch for a single-machine instance (its default on macOS and Windows): the node IP
+# is the loopback address, and then GCS, raylet, object manager, workers and agents listen on
+# 127.0.0.1 only. Read by the driver (ray_constants, patched for the call) and by every process
+# Ray starts (the environment they inherit).
+_LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+# glibc malloc in long-lived torch actors: with its default (dynamic) mmap threshold, freed
+# batch-sized tensors stay in fragmented heaps and RSS creeps (benchmarks/soak.py, 30 min:
+# filter +55 %, learner +60 % after warm-up); with these the filter stayed within 8 % and the
+# learner's trend fell 4x (docs/reliability.md). Ray's processes inherit them from the driver
+# at start; a value already set in the environment wins.
+ACTOR_MALLOC_ENV = {
+    "MALLOC_ARENA_MAX": "2",
+    "MALLOC_MMAP_THRESHOLD_": "65536",
+    "MALLOC_TRIM_THRESHOLD_": "131072",
+}
+
+
 def init_ray(address: str | None, num_cpus: int | None, object_store_mb: int) -> bool:
-    """Connect to (or start) Ray; True if this call started it (and should shut it down)."""
+    """Connect to (or start) Ray; True if this call started it (and should shut it down).
+
+    Without `address` a private instance starts that listens on 127.0.0.1 only (with auth
+    disabled, anything that could reach it could run code). Joining a cluster is explicit.
+    """
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # at run time only, never at import
     if address:  # an existing cluster: resources are the cluster's
         check_reachable(address)
+        joining = _loopback_only() if _loopback_only_instance(address) else contextlib.nullcontext()
         try:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+            with joining:
+                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
+            # A cluster with token auth refuses a driver without its token the same way (Ray
+            # retries, logs InvalidAuthToken, then raises ConnectionError): name both causes.
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(
                 f"cannot join the Ray cluster at '{address}' ({first[:160]}); start one with "
-                "`ray start --head` (docs/cluster.md) or leave out --address"
+                "`ray start --head` or leave out --address; if it uses token authentication, "
+                "set RAY_AUTH_MODE=token and its token (docs/cluster.md)"
             ) from None
     else:
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            object_store_memory=object_store_mb * MIB,
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-        )
+        with _loopback_only(), _environment_defaults(ACTOR_MALLOC_ENV):
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                object_store_memory=object_store_mb * MIB,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
     return True
+
+
+def _loopback_only_instance(address: str) -> bool:
+    """True for host:port on the loopback interface that this machine's network address does
+    not also serve: a loopback-only instance (like the one init_ray starts), which a driver
+    can join only in the same single-machine mode (else Ray dials the network address)."""
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return False
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        if not (host == "localhost" or ipaddress.ip_address(host).is_loopback):
+            return False
+    except ValueError:
+        return False
+    from ray._common.network_utils import node_ip_address_from_perspective
+
+    try:
+        socket.create_connection((node_ip_address_from_perspective(), int(port)), 1.0).close()
+    except (OSError, ValueError):
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def _environment_defaults(values: dict[str, str]) -> Iterator[None]:
+    """Set the variables not already set, for the processes started inside; then restore."""
+    added = [k for k in values if k not in os.environ]
+    os.environ.update({k: values[k] for k in added})
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Start a local Ray whose every process binds to the loopback interface only."""
+    from ray._private import ray_constants
+
+    before_env = os.environ.get(_LOOPBACK_ONLY_ENV)
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_LOOPBACK_ONLY_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+        if before_env is None:
+            os.environ.pop(_LOOPBACK_ONLY_ENV, None)
+        else:
+            os.environ[_LOOPBACK_ONLY_ENV] = before_env
 
 
 def _count_start(key: str) -> int:
@@ -226,6 +310,8 @@ def _own_process_group() -> Iterator[None]:
 def run_pipeline(plan: RunPlan, show_live: bool | None = None) -> RunResult:
     """Run a validated production on Ray (local instance or `ray.address`)."""
     cfg = plan.cfg
+    if cfg.ray.address is None and not ray.is_initialized():
+        check_local_ray(cfg.ray)  # before Ray starts and before the run directory exists
     with _own_process_group():
         started = init_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_mb)
     try:

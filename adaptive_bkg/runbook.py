@@ -31,6 +31,7 @@ from adaptive_bkg.errors import UserError
 from adaptive_bkg.events import decode_event_ids
 from adaptive_bkg.live import LiveView, metrics_record
 from adaptive_bkg.metrics import RunSummary
+from adaptive_bkg.preflight import check_run_dir
 from adaptive_bkg.progress import Toward, toward_stop
 from adaptive_bkg.stages.build import StageFactory, make_factory
 from adaptive_bkg.stages.learner import LearnerStatus
@@ -133,23 +134,20 @@ def plan_run(
         raise UserError(
             "no stop condition: give --budget (e.g. 24h), --events N or --target-neff N"
         )
-    learn = learn and cfg.learner.enabled
-    factory = factory if factory is not None else make_factory(cfg, skims, learn)
-    factory.validate()
     if cfg.run.out is not None:
         run_dir = Path(cfg.run.out)
     else:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         name = "+".join(s.replace(":", "_").replace("/", "_") for s in skims)[:80]
         run_dir = Path("runs") / f"{stamp}-{tag}{name}"
+    if not resume:
+        check_run_dir(run_dir)  # cheap checks first: the factory loads the checkpoint
+    learn = learn and cfg.learner.enabled
+    factory = factory if factory is not None else make_factory(cfg, skims, learn)
+    factory.validate()
     if resume:
         point = resume_point(run_dir, cfg.ray.generators)
         return RunPlan(cfg, skims, run_dir, stop, learn, factory, point)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise UserError(
-            f"run directory {run_dir} already exists and is not empty; continue it with "
-            f"`adaptive-bkg run --resume {run_dir}`, or pick a new --out"
-        )
     return RunPlan(cfg, skims, run_dir, stop, learn, factory)
 
 

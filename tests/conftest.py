@@ -68,23 +68,19 @@ def make_synthetic_events() -> Callable[..., EventBatch]:
 def ray_session():  # type: ignore[no-untyped-def]
     """A fresh local Ray (2 CPUs, no dashboard, 256 MiB object store), shut down at the end.
 
-    Every Ray test shares it (a Ray start costs ~5 s and ~470 MiB). `adaptive_bkg.orchestrate`
-    sees `ray.is_initialized()` and reuses it instead of starting its own.
+    Started by `orchestrate.init_ray`, the path `adaptive-bkg run` takes, so it is the same
+    loopback-only instance (tests/test_local_ray.py checks its sockets). Every Ray test shares
+    it (a Ray start costs ~5 s and ~470 MiB). `adaptive_bkg.orchestrate` sees
+    `ray.is_initialized()` and reuses it instead of starting its own.
     """
-    import os
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=256 * 1024 * 1024,
-        log_to_driver=False,
-    )
+    from adaptive_bkg.orchestrate import init_ray
+
+    started = init_ray(None, 2, 256)
     yield ray
-    ray.shutdown()
+    if started:
+        ray.shutdown()
 
 
 # --- generator engineer: real Pythia events, generated once per session ---------------------

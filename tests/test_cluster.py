@@ -46,7 +46,12 @@ finally:
 
 
 def test_pipeline_on_two_node_cluster(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "RAY_AUTH_MODE": "disabled"}
+    paths = [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]  # keep a checkout's
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, paths)),
+        "RAY_AUTH_MODE": "disabled",
+    }
     out = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(out)],

@@ -73,7 +73,12 @@ def test_sigterm_stops_cleanly(ray_session, tmp_path: Path) -> None:  # type: ig
     import time
 
     out = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "RAY_AUTH_MODE": "disabled"}
+    paths = [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]  # keep a checkout's
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, paths)),
+        "RAY_AUTH_MODE": "disabled",
+    }
     gcs = ray_session.get_runtime_context().gcs_address
     cmd = [
         sys.executable, "-c", FAKES_MAIN, "run", "--skim", SKIM, "--budget", "1000h",

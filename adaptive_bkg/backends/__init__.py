@@ -85,10 +85,21 @@ def make_backend(cfg: BackendConfig, skims: Sequence[str] | None = None) -> Simu
         )
     try:
         backend = factory(cfg, chosen)
+    except UserError:
+        raise
     except TypeError as exc:
         if ":" not in name:
             raise  # a built-in backend: a bug, not bad input
         raise UserError(f"backend '{name}' cannot be called as {name}(cfg, skims): {exc}") from None
+    except Exception as exc:
+        if ":" not in name:
+            raise
+        # A user's plugin failing to build is the user's to fix: one line, like an import error.
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UserError(
+            f"backend '{name}' failed to build: {type(exc).__name__}"
+            + (f": {detail[:200]}" if detail else "")
+        ) from None
     if not isinstance(backend, SimulationBackend):
         raise UserError(
             f"backend '{name}' built a {type(backend).__name__}, which lacks .skims and "

@@ -82,7 +82,9 @@ def records_to_table(records: RecordBatch, schema: pa.Schema) -> pa.Table:
     columns["q"] = pa.array(d.q.max(axis=1) if d.q.shape[1] else np.zeros(len(d)), pa.float64())
     columns["p"] = pa.array(d.p, pa.float64())
     columns["kept"] = pa.array(kept, pa.bool_())
-    columns["weight"] = pa.array(np.where(kept, 1.0 / d.p, 0.0), pa.float64())
+    # 1/p only where kept: hard-cut has p = 0 for discarded events.
+    weight = np.divide(1.0, d.p, out=np.zeros_like(d.p), where=kept)
+    columns["weight"] = pa.array(weight, pa.float64())
     columns["cost_fast_s"] = pa.array(d.cost_fast_s, pa.float64())
     columns["cost_nn_s"] = pa.array(d.cost_nn_s, pa.float64())
     columns["cost_slow_s"] = pa.array(records.cost_slow_s, pa.float64())
