@@ -378,7 +378,9 @@ def _run(plan: RunPlan, show_live: bool | None) -> RunResult:
     stopping = False
     exhausted = False
     learner_alive = True
-    wait = cfg.run.wait_for_learner and plan.learn
+    # Lockstep also without learning: the learner still refits the policy, and a run that
+    # waits for each refit decides exactly as the serial replay of the same events does.
+    wait = cfg.run.wait_for_learner
     # The filter decides every batch with the version current at launch; it fetches the
     # snapshot itself when it is behind (first batch, or after a restart).
     version = -1

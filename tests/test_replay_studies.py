@@ -59,13 +59,19 @@ def test_no_learn_replay_and_run_keep_the_same_events(
 ) -> None:
     """`run --no-learn` on Ray and `replay --no-learn` of the same events and seed decide alike.
 
-    With learning off the learner still refits the policy's scale k from probe events; Ray
-    adopts such a refit whenever it arrives (production never waits for the learner), so it
-    is pinned here to the first fit. (Measured with refits on: the first two batches equal,
-    later p within 0.3 %.)"""
+    With learning off the learner still refits the policy's scale k from probe events, here
+    every 2 batches. A Ray run in lockstep (one batch in flight, waiting for each refit)
+    adopts every refit at the same batch boundary as the serial replay, so every keep
+    decision is identical. (Without lockstep Ray adopts a refit when it arrives, a batch or
+    more later: measured p within 0.3 %.)"""
     common = ["--skim", SKIM, "--no-learn", "--quiet"]
-    pinned = ["learner.publish_every_steps=1000000", "learner.publish_every_s=1e9"]
-    for setting in [*SETTINGS, *pinned]:
+    lockstep = [
+        "run.wait_for_learner=true",
+        "ray.max_in_flight=1",
+        "run.learner_max_pending=1",
+        "learner.publish_every_s=1e9",  # refits by batch count only, never by wall time
+    ]
+    for setting in [*SETTINGS, *lockstep]:
         common += ["--set", setting]
     invoke(["run", "--events", str(N_EVENTS), "--out", str(tmp_path / "run"), *common])
     invoke(["replay", str(labelled), "--out", str(tmp_path / "replay"), *common])
@@ -76,6 +82,9 @@ def test_no_learn_replay_and_run_keep_the_same_events(
     np.testing.assert_allclose(ran["p"].to_numpy(), replayed["p"].to_numpy(), rtol=1e-6)
     kept = ran["kept"].to_numpy()
     assert 0 < kept.sum() < N_EVENTS  # a real filter decided
+    versions = ran["model_version"].to_numpy()
+    assert len(np.unique(versions)) >= 2  # refits happened, at the same batches
+    np.testing.assert_array_equal(versions, replayed["model_version"].to_numpy())
 
 
 def test_sweep_runs_the_grid_and_matches_a_single_replay(labelled: Path, tmp_path: Path) -> None:
