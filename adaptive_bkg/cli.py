@@ -788,9 +788,16 @@ def compare_command(
     ] = Path("compare"),
 ) -> None:
     """A table per skim of several runs (speedup ± error, oracle, time to speedup) and overlays."""
-    from adaptive_bkg.compare import compare_runs, write_comparison
+    from adaptive_bkg.compare import compare_runs
 
     comparison = compare_runs(run_dirs)
+    _show_comparison(comparison, out)
+
+
+def _show_comparison(comparison: Any, out: Path) -> None:
+    """Print a `compare.Comparison` and write its files (typed Any: imported lazily)."""
+    from adaptive_bkg.compare import write_comparison
+
     _print_comparison(comparison)
     written = write_comparison(comparison, out)
     console.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
@@ -821,7 +828,7 @@ def sweep_command(
     set_: SetOption = None,
 ) -> None:
     """Replay DATA over a grid of settings in parallel processes, then compare the replays."""
-    from adaptive_bkg.compare import compare_runs, write_comparison
+    from adaptive_bkg.compare import compare_runs
     from adaptive_bkg.replay import check_replayable
     from adaptive_bkg.runbook import production_overrides
     from adaptive_bkg.sweep import grid_points, run_sweep
@@ -847,9 +854,7 @@ def sweep_command(
     if not finished:
         raise UserError(f"no replay of the sweep finished: {results[0].error}")
     comparison = compare_runs(finished)
-    _print_comparison(comparison)
-    written = write_comparison(comparison, out)
-    console.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
+    _show_comparison(comparison, out)
 
 
 @app.command("bayes-limit")
