@@ -10,3 +10,10 @@ class UserError(Exception):
     """An error in the user's input, reported as one line and exit status 2."""
 
     exit_code = 2
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name if it has none): what a
+    one-line error quotes from a library's multi-line message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

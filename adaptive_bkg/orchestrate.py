@@ -40,7 +40,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from adaptive_bkg.budget import stop_on_signals
-from adaptive_bkg.errors import UserError
+from adaptive_bkg.errors import UserError, first_line
 from adaptive_bkg.preflight import check_local_ray
 from adaptive_bkg.runbook import RunBook, RunPlan, RunResult
 from adaptive_bkg.stages.build import StageFactory
@@ -113,7 +113,7 @@ def init_ray(address: str | None, num_cpus: int | None, object_store_mb: int) ->
         except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
             # A cluster with token auth refuses a driver without its token the same way (Ray
             # retries, logs InvalidAuthToken, then raises ConnectionError): name both causes.
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise UserError(
                 f"cannot join the Ray cluster at '{address}' ({first[:160]}); start one with "
                 "`ray start --head` or leave out --address; if it uses token authentication, "
@@ -327,9 +327,9 @@ def run_pipeline(plan: RunPlan, show_live: bool | None = None) -> RunResult:
 
 
 def _first_line(exc: BaseException) -> str:
+    """An actor's error in one line: the user's exception rather than Ray's wrapper."""
     cause = getattr(exc, "cause", None)
-    text = str(cause if isinstance(cause, BaseException) else exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+    return first_line(cause if isinstance(cause, BaseException) else exc)[:300]
 
 
 def _run(plan: RunPlan, show_live: bool | None) -> RunResult:
@@ -452,11 +452,10 @@ def _run(plan: RunPlan, show_live: bool | None) -> RunResult:
                             except ray.exceptions.RayError as exc:
                                 # A batch failed for good: stop cleanly, keep what is recorded.
                                 if not stopping:
-                                    stopping, reason = True, f"error: {_first_line(exc)}"
+                                    cause = _first_line(exc)
+                                    stopping, reason = True, f"error: {cause}"
                                     book.failure = reason
-                                    book.live.notice(
-                                        f"ERROR: a batch failed ({_first_line(exc)}); stopping"
-                                    )
+                                    book.live.notice(f"ERROR: a batch failed ({cause}); stopping")
                         else:
                             learning.remove(ref)
                             if not learner_alive:

@@ -22,16 +22,11 @@ from typing import Self
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from adaptive_bkg.errors import UserError
+from adaptive_bkg.errors import UserError, first_line
 
 KIND_KEY = b"adaptive_bkg.kind"
 VERSION_KEY = b"adaptive_bkg.schema_version"
 PARTIAL_SUFFIX = ".partial"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def with_kind(
@@ -69,7 +64,7 @@ def open_checked(path: Path, kind: str, version: int) -> pq.ParquetFile:
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise UserError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from exc
+        raise UserError(f"{path}: not a readable Parquet file ({first_line(exc)})") from exc
     meta = pf.schema_arrow.metadata or {}
     found_kind = meta.get(KIND_KEY, b"").decode() or None
     if found_kind != kind:
@@ -113,7 +108,7 @@ def read_table(
         try:
             tables.append(pf.read(columns=list(columns) if columns else None))
         except (pa.ArrowInvalid, OSError) as exc:
-            raise UserError(f"{file_path}: corrupt Parquet data ({_first_line(exc)})") from exc
+            raise UserError(f"{file_path}: corrupt Parquet data ({first_line(exc)})") from exc
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
@@ -126,7 +121,7 @@ def iter_row_groups(
             try:
                 table = pf.read_row_group(i, columns=list(columns) if columns else None)
             except (pa.ArrowInvalid, OSError) as exc:
-                raise UserError(f"{file_path}: corrupt row group {i} ({_first_line(exc)})") from exc
+                raise UserError(f"{file_path}: corrupt row group {i} ({first_line(exc)})") from exc
             yield table
 
 

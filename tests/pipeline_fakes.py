@@ -199,19 +199,24 @@ class FakeStages:
         fail_from = int(name.rpartition("-")[2]) if name.startswith("fail-from-") else None
         return SimulateStage(FakeBackend(delay, fail_from), self.skims)
 
+    # What the learner starts from: a poor model (w, b), prior mean stage times, learning on.
+    learner_start: tuple[float, float] = (2.0, 0.5)
+    learner_times: tuple[float, float, float] = (0.001, 0.001, 0.1)
+    trains = True
+
     def learner(self):  # type: ignore[no-untyped-def]
         from adaptive_bkg.sampling import make_policy
         from adaptive_bkg.stages import LearnerStage, MeanTimes
 
-        scorer = FakeScorer(w=2.0, b=0.5)
+        scorer = FakeScorer(*self.learner_start)
         return LearnerStage(
             FakeTrainer(scorer),
             scorer.logits,
             make_policy(self.cfg.policy, self.skims),
             self.skims,
             self.cfg.learner,
-            MeanTimes(0.001, 0.001, 0.1),
-            learn=self.learn,
+            MeanTimes(*self.learner_times),
+            learn=self.learn and self.trains,
             seed=self.cfg.run.seed,
             keep_training_log=True,
         )

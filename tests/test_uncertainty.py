@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pipeline_fakes import CUT, SKIM, SLOPE, FakeScorer, FakeStages, FakeTrainer
+from pipeline_fakes import CUT, SKIM, SLOPE, FakeStages
 
 from adaptive_bkg.config import load_config
 from adaptive_bkg.live import MetricsRecord, read_metrics, render
@@ -27,21 +27,9 @@ TIMES = (0.001, 0.001, 0.1)
 class CalibratedStages(FakeStages):  # type: ignore[misc]
     """Fake stages whose fixed model is the calibrated q of the fake physics (a good filter)."""
 
-    def learner(self):  # type: ignore[no-untyped-def]
-        from adaptive_bkg.sampling import make_policy
-        from adaptive_bkg.stages import LearnerStage, MeanTimes
-
-        scorer = FakeScorer(SLOPE, CUT)
-        return LearnerStage(
-            FakeTrainer(scorer),
-            scorer.logits,
-            make_policy(self.cfg.policy, self.skims),
-            self.skims,
-            self.cfg.learner,
-            MeanTimes(*TIMES),
-            learn=False,
-            seed=self.cfg.run.seed,
-        )
+    learner_start = (SLOPE, CUT)
+    learner_times = TIMES
+    trains = False
 
 
 def _replay(out: Path, generator_seed: int, run_seed: int, events: int = 20_000) -> RunResult:

@@ -37,7 +37,7 @@ import yaml
 from numpy.typing import NDArray
 
 from adaptive_bkg.config import BackendConfig
-from adaptive_bkg.errors import UserError
+from adaptive_bkg.errors import UserError, first_line
 from adaptive_bkg.events import EventBatch, write_events
 from adaptive_bkg.interfaces import SimResult
 
@@ -99,7 +99,7 @@ def _read_table(path: Path, what: str) -> pa.Table:
         options = pa_csv.ConvertOptions(column_types={"event_id": pa.uint64()})
         return pa_csv.read_csv(path, convert_options=options)
     except (pa.ArrowInvalid, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise UserError(f"{what}: cannot read output {path.name} ({first})") from None
 
 

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from scipy.optimize import least_squares
 
 from adaptive_bkg.backends.emulator.cost import FEATURES, CostFile, event_features
-from adaptive_bkg.errors import UserError
+from adaptive_bkg.errors import UserError, first_line
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("t_slow_s", "n_particles", "e_visible_gev")
 MAD_TO_SIGMA = 1.4826  # median absolute deviation of a Gaussian, in standard deviations
@@ -79,7 +79,7 @@ def _read_csv(path: Path) -> pa.Table:
     except FileNotFoundError:
         raise UserError(f"timing table {path} not found") from None
     except (pa.ArrowInvalid, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         if "Empty CSV file" in first:
             return pa.table({})
         raise UserError(f"timing table {path} cannot be read ({first})") from None
