@@ -271,8 +271,8 @@ def run(
     set_: SetOption = None,
 ) -> None:
     """Produce a filtered, weighted background sample on Ray, learning online (docs/pipeline.md)."""
-    from adaptive_bkg.progress import start_line
-    from adaptive_bkg.runbook import plan_run, production_overrides, resume_config
+    from adaptive_bkg.pipeline.progress import start_line
+    from adaptive_bkg.pipeline.runbook import plan_run, production_overrides, resume_config
 
     stop = production_overrides(budget=budget, events=events, target_neff=target_neff)
     if resume is not None:
@@ -301,7 +301,7 @@ def run(
     where = f"joining the Ray cluster at {cfg.ray.address}" if cfg.ray.address else "starting Ray"
     console.print(start_line(cfg, not no_learn, where), highlight=False, soft_wrap=True)
     plan = plan_run(cfg, learn=not no_learn, resume=resume is not None)
-    from adaptive_bkg.orchestrate import run_pipeline
+    from adaptive_bkg.pipeline.orchestrate import run_pipeline
 
     _print_result(run_pipeline(plan, show_live=False if quiet else None))
 
@@ -326,9 +326,9 @@ def replay(
     set_: SetOption = None,
 ) -> None:
     """Replay a recorded dataset through the same stages, offline, without Ray."""
-    from adaptive_bkg.progress import start_line
-    from adaptive_bkg.replay import replay_run
-    from adaptive_bkg.runbook import production_overrides
+    from adaptive_bkg.pipeline.progress import start_line
+    from adaptive_bkg.pipeline.replay import replay_run
+    from adaptive_bkg.pipeline.runbook import production_overrides
 
     overrides = production_overrides(skim, skims, budget, events, None, policy, out)
     cfg = resolve_config(config, [*(set_ or []), *overrides])
@@ -345,9 +345,9 @@ def demo(
     set_: SetOption = None,
 ) -> None:
     """A short production on the held-out skim dstar-d0pi (CPU, emulator, a few minutes)."""
-    from adaptive_bkg.orchestrate import run_pipeline
-    from adaptive_bkg.progress import start_line
-    from adaptive_bkg.runbook import DEMO_OVERRIDES, plan_run, production_overrides
+    from adaptive_bkg.pipeline.orchestrate import run_pipeline
+    from adaptive_bkg.pipeline.progress import start_line
+    from adaptive_bkg.pipeline.runbook import DEMO_OVERRIDES, plan_run, production_overrides
 
     cfg = resolve_config(None, [*DEMO_OVERRIDES, *(set_ or []), *production_overrides(out=out)])
     console.print(start_line(cfg, True, "starting Ray"), highlight=False, soft_wrap=True)
@@ -357,7 +357,7 @@ def demo(
 def _print_result(result: Any) -> None:
     """Print a run's `runbook.result_lines` (typed Any: run results are imported lazily);
     exit 1 if the run stopped on an error (its records and summary are whole)."""
-    from adaptive_bkg.runbook import result_lines
+    from adaptive_bkg.pipeline.runbook import result_lines
 
     for line in result_lines(result):
         console.print(line, highlight=False, soft_wrap=True, markup=False)
@@ -378,7 +378,7 @@ def check_command(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run directories (several: to merge).")],
 ) -> None:
     """Verify run directories: unique event ids, no repeated physics, counts, summary."""
-    from adaptive_bkg.check import check_runs
+    from adaptive_bkg.workflows.check import check_runs
 
     report = check_runs(run_dirs)
     for line in report.lines():
@@ -460,8 +460,8 @@ def label(
     """Generate events and run them through the backend: a labelled training set."""
     from rich.table import Table
 
-    from adaptive_bkg.datasets import label_events
     from adaptive_bkg.generators import check_output
+    from adaptive_bkg.workflows.label import label_events
 
     check_output(out, events, overwrite=force)
     overrides = [*(set_ or []), f"generator.types={types}"]
@@ -575,7 +575,7 @@ def pretrain_command(
     set_: SetOption = None,
 ) -> None:
     """Pretrain a model: multi-skim on labelled events, or self-supervised on events."""
-    from adaptive_bkg.recipes import pretrain, pretrain_masked_pdg
+    from adaptive_bkg.workflows.recipes import pretrain, pretrain_masked_pdg
 
     cfg = resolve_config(config, _training_overrides(set_, epochs, loss, seed, preset))
     if max_events is not None and max_events <= 0:
@@ -635,7 +635,7 @@ def finetune_command(
     set_: SetOption = None,
 ) -> None:
     """Fine-tune a checkpoint for new skims (new heads): full, head-only or from scratch."""
-    from adaptive_bkg.recipes import finetune
+    from adaptive_bkg.workflows.recipes import finetune
 
     cfg = resolve_config(config, _training_overrides(set_, epochs, loss, seed, preset))
     cfg, names = _resolve_skims(cfg, _split_skims(skim))
@@ -757,7 +757,7 @@ def plot_command(
     ] = None,
 ) -> None:
     """Write a run's plots to RUN_DIR/plots (N_eff, speedup, weights, p, ROC, closure)."""
-    from adaptive_bkg.plots import plot_run
+    from adaptive_bkg.workflows.plots import plot_run
 
     for path in plot_run(run_dir, closure_data=closure):
         console.print(f"wrote {path}", highlight=False, soft_wrap=True)
@@ -766,7 +766,7 @@ def plot_command(
 def _print_comparison(comparison: Any) -> None:
     from rich.table import Table
 
-    from adaptive_bkg.compare import COLUMNS, table_cells
+    from adaptive_bkg.workflows.compare import COLUMNS, table_cells
 
     for skim in comparison.skims:
         table = Table(title=f"[{skim}]")
@@ -788,7 +788,7 @@ def compare_command(
     ] = Path("compare"),
 ) -> None:
     """A table per skim of several runs (speedup ± error, oracle, time to speedup) and overlays."""
-    from adaptive_bkg.compare import compare_runs
+    from adaptive_bkg.workflows.compare import compare_runs
 
     comparison = compare_runs(run_dirs)
     _show_comparison(comparison, out)
@@ -796,7 +796,7 @@ def compare_command(
 
 def _show_comparison(comparison: Any, out: Path) -> None:
     """Print a `compare.Comparison` and write its files (typed Any: imported lazily)."""
-    from adaptive_bkg.compare import write_comparison
+    from adaptive_bkg.workflows.compare import write_comparison
 
     _print_comparison(comparison)
     written = write_comparison(comparison, out)
@@ -828,10 +828,10 @@ def sweep_command(
     set_: SetOption = None,
 ) -> None:
     """Replay DATA over a grid of settings in parallel processes, then compare the replays."""
-    from adaptive_bkg.compare import compare_runs
-    from adaptive_bkg.replay import check_replayable
-    from adaptive_bkg.runbook import production_overrides
-    from adaptive_bkg.sweep import grid_points, run_sweep
+    from adaptive_bkg.pipeline.replay import check_replayable
+    from adaptive_bkg.pipeline.runbook import production_overrides
+    from adaptive_bkg.workflows.compare import compare_runs
+    from adaptive_bkg.workflows.sweep import grid_points, run_sweep
 
     overrides = production_overrides(skim, skims, budget, events)
     cfg = resolve_config(config, [*(set_ or []), *overrides, "run.plots=false"])
@@ -877,7 +877,7 @@ def bayes_limit_command(
     set_: SetOption = None,
 ) -> None:
     """Estimate each skim's Bayes-limit speedup by re-simulating events with R backend seeds."""
-    from adaptive_bkg.bayes_limit import (
+    from adaptive_bkg.workflows.bayes_limit import (
         bayes_limit_events,
         check_request,
         estimate_bayes_limit,

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import BKG_TYPES, CROSS_SECTIONS_NB, parse_bkg_types
+from adaptive_bkg.formats.events import BKG_TYPES, CROSS_SECTIONS_NB, parse_bkg_types
 
 MAX_SEED = (1 << 63) - 1
 """Largest generator base seed (an int64 in every file that stores it)."""
@@ -203,7 +203,7 @@ class ModelConfig(Section):
         return value
 
 
-# Keep-probability policies implemented in adaptive_bkg/sampling.py (listed here so that the
+# Keep-probability policies implemented in adaptive_bkg/stats/sampling.py (listed here so that the
 # config can validate the name without importing sampling, which imports this module).
 POLICY_NAMES: tuple[str, ...] = (
     "sqrt-optimal",
@@ -216,7 +216,7 @@ POLICY_NAMES: tuple[str, ...] = (
 
 
 class PolicyConfig(Section):
-    """Keep-probability policy (adaptive_bkg/sampling.py, docs/statistics.md).
+    """Keep-probability policy (adaptive_bkg/stats/sampling.py, docs/statistics.md).
 
     a, b, c are shape parameters whose meaning and default depend on the policy:
     skewed-sigmoid p = (1 + a·e^(−c(x−b)))^(−1/a) on the logit x (defaults a=1, b=0, c=1, the

@@ -7,20 +7,12 @@ the typed result it returns. Stages depend on these, never on a concrete impleme
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-import numpy as np
-from numpy.typing import NDArray
+from adaptive_bkg.formats.events import EventBatch
+from adaptive_bkg.formats.labelled import SimResult
 
-from adaptive_bkg.events import EventBatch
-
-
-class SimResult(NamedTuple):
-    """What the slow stage reports for a batch of kept events, in the batch's order."""
-
-    event_id: NDArray[np.uint64]  # [n]
-    flags: NDArray[np.bool_]  # [n, n_skims], True = event passes that skim
-    cost_s: NDArray[np.float64]  # [n], slow-stage seconds spent on each event
+__all__ = ["EventSource", "SimResult", "SimulationBackend"]
 
 
 @runtime_checkable

@@ -39,11 +39,11 @@ from numpy.typing import NDArray
 
 from adaptive_bkg.backends.emulator.cost import CostModel
 from adaptive_bkg.backends.emulator.skims import Beams
-from adaptive_bkg.bayes_limit import scored_speedup
 from adaptive_bkg.config import load_config
-from adaptive_bkg.events import EventBatch
+from adaptive_bkg.formats.events import EventBatch
 from adaptive_bkg.generators.truth import final_state_mask, pdg_charge
-from adaptive_bkg.training import weighted_auc
+from adaptive_bkg.model.training import weighted_auc
+from adaptive_bkg.workflows.bayes_limit import scored_speedup
 
 F64 = NDArray[np.float64]
 CDC_THETA = (math.radians(17.0), math.radians(150.0))
@@ -193,8 +193,8 @@ def run(
 ) -> dict[str, Any]:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from adaptive_bkg.datasets import read_labelled
-    from adaptive_bkg.metrics import oracle_speedup
+    from adaptive_bkg.formats.labelled import read_labelled
+    from adaptive_bkg.stats.metrics import oracle_speedup
 
     labelled = read_labelled(data)
     if len(labelled) < n_train + n_test:

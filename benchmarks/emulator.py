@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 from adaptive_bkg.backends.emulator import EmulatorBackend  # noqa: E402
 from adaptive_bkg.backends.emulator.detector import simulate_detector  # noqa: E402
 from adaptive_bkg.config import BackendConfig, GeneratorConfig  # noqa: E402
-from adaptive_bkg.events import EventBatch  # noqa: E402
+from adaptive_bkg.formats.events import EventBatch  # noqa: E402
 from adaptive_bkg.generators.pythia import PythiaGenerator  # noqa: E402
 
 OUT = Path(__file__).parent / "results" / "emulator.json"

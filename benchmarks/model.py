@@ -30,7 +30,7 @@ from typing import cast
 import numpy as np
 import torch
 
-from adaptive_bkg.events import EventBatch
+from adaptive_bkg.formats.events import EventBatch
 from adaptive_bkg.model.features import (
     ModelInputs,
     bucket_edges,

@@ -43,7 +43,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from adaptive_bkg.config import BackendConfig, Config, load_config, with_overrides
-from adaptive_bkg.events import EventBatch
+from adaptive_bkg.formats.events import EventBatch
 from adaptive_bkg.interfaces import SimResult
 from adaptive_bkg.stages.build import DefaultStages
 from adaptive_bkg.stages.filter import FilterStage
@@ -94,7 +94,7 @@ class _ConstantTrainer:
         raise RuntimeError("learning is off in the overhead benchmark")
 
     def evaluate(self, batch: EventBatch, labels: Any, weights: Any) -> Any:
-        from adaptive_bkg.training import EvalResult
+        from adaptive_bkg.model.training import EvalResult
 
         logits = np.zeros((len(batch), self.n_skims), np.float32)
         return EvalResult(0.0, {}, logits)
@@ -108,7 +108,7 @@ class ZeroCostStages(DefaultStages):
     """The default stages on a recorded events file, with the model and backend made free."""
 
     def validate(self) -> None:
-        from adaptive_bkg.sampling import make_policy
+        from adaptive_bkg.stats.sampling import make_policy
 
         make_policy(self.cfg.policy, self.skims)
 
@@ -121,7 +121,7 @@ class ZeroCostStages(DefaultStages):
         return SimulateStage(ZeroCostBackend(self.skims), self.skims)
 
     def learner(self) -> LearnerStage:
-        from adaptive_bkg.sampling import make_policy
+        from adaptive_bkg.stats.sampling import make_policy
 
         return LearnerStage(
             _ConstantTrainer(len(self.skims)),
@@ -140,7 +140,7 @@ class ZeroCostStages(DefaultStages):
 
 def bare_source_rate(path: Path, batch_size: int) -> tuple[float, int]:
     """Events per second of reading the file alone with the same source and batch size."""
-    from adaptive_bkg.replay import FileSource
+    from adaptive_bkg.generators.recorded import FileSource
 
     source = FileSource(path)
     start = time.perf_counter()
@@ -154,10 +154,10 @@ def bare_source_rate(path: Path, batch_size: int) -> tuple[float, int]:
 
 
 def overhead(n_events: int, batch_size: int, work: Path, num_cpus: int = 2) -> dict[str, Any]:
-    from adaptive_bkg.events import write_events
+    from adaptive_bkg.formats.events import write_events
     from adaptive_bkg.model.synthetic import synthetic_events
-    from adaptive_bkg.orchestrate import run_pipeline
-    from adaptive_bkg.runbook import plan_run
+    from adaptive_bkg.pipeline.orchestrate import run_pipeline
+    from adaptive_bkg.pipeline.runbook import plan_run
 
     path = work / "overhead-events.parquet"
     write_events(path, synthetic_events(n_events, seed=5, mean_particles=25.0))
@@ -181,7 +181,7 @@ def overhead(n_events: int, batch_size: int, work: Path, num_cpus: int = 2) -> d
     # Actors start (import torch, build stages) after the clock starts; on a loaded 2-core
     # machine that takes over a minute. Throughput is measured from the first recorded batch
     # to the end, from the metrics log.
-    from adaptive_bkg.live import read_metrics
+    from adaptive_bkg.pipeline.live import read_metrics
 
     records = read_metrics(result.run_dir / "metrics.jsonl")
     first, last = records[0], records[-1]
@@ -225,7 +225,7 @@ class RunRow:
 
 
 def _time_to_break_even(run_dir: Path, skim: str) -> float | None:
-    from adaptive_bkg.live import read_metrics
+    from adaptive_bkg.pipeline.live import read_metrics
 
     for record in read_metrics(run_dir / "metrics.jsonl"):
         if record.skims[skim].speedup >= 1.0:
@@ -257,7 +257,7 @@ def _base_cfg(
 def _replay_row(
     case: str, strategy: str, cfg: Config, data: Path, learn: bool, seed: int
 ) -> RunRow:
-    from adaptive_bkg.replay import replay_run
+    from adaptive_bkg.pipeline.replay import replay_run
 
     start = time.perf_counter()
     result = replay_run(cfg, data, learn=learn, show_live=False)
@@ -282,7 +282,7 @@ def _replay_row(
 
 def _split_labelled(data: Path, n_first: int, work: Path) -> tuple[Path, Path]:
     """Write the first n_first events and the rest of a labelled file as two files."""
-    from adaptive_bkg.datasets import read_labelled, write_labelled
+    from adaptive_bkg.formats.labelled import read_labelled, write_labelled
 
     labelled = read_labelled(data)
     paths = []
@@ -313,11 +313,11 @@ def _two_step_row(
     """Simulate n_first events unfiltered, fine-tune on them, run static on the rest; the
     speedup counts both phases' compute and N_eff (unfiltered events carry w = 1)."""
     from adaptive_bkg.backends.emulator.cost import CostModel
-    from adaptive_bkg.datasets import read_labelled
-    from adaptive_bkg.metrics import RunAccumulator
-    from adaptive_bkg.recipes import finetune
+    from adaptive_bkg.formats.labelled import read_labelled
     from adaptive_bkg.stages.recorder import RECORDS_DIR, _add_table
     from adaptive_bkg.stages.recorder import parquet_io as rio
+    from adaptive_bkg.stats.metrics import RunAccumulator
+    from adaptive_bkg.workflows.recipes import finetune
 
     start = time.perf_counter()
     first, rest = _split_labelled(data, n_first, work)
@@ -463,7 +463,7 @@ def markdown(table: Sequence[dict[str, Any]], budget_s: float) -> str:
 
 def _quick_inputs(work: Path) -> Path:
     """3000 labelled Pythia events for the toy comparison (about half a minute)."""
-    from adaptive_bkg.datasets import label_events
+    from adaptive_bkg.workflows.label import label_events
 
     path = work / "quick-labelled.parquet"
     cfg = load_config(None, ["generator.seed=31"])

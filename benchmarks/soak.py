@@ -264,8 +264,8 @@ def main() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
     from adaptive_bkg.config import load_config
-    from adaptive_bkg.orchestrate import run_pipeline
-    from adaptive_bkg.runbook import plan_run
+    from adaptive_bkg.pipeline.orchestrate import run_pipeline
+    from adaptive_bkg.pipeline.runbook import plan_run
 
     run_dir = args.out or Path(tempfile.mkdtemp(prefix="adaptive-bkg-soak-")) / "run"
     overrides = [*OVERRIDES, f"run.budget={args.minutes:g}m", f"run.out={run_dir}", *args.set]

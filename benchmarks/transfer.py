@@ -38,9 +38,9 @@ import torch
 
 from adaptive_bkg.checkpoints import HELD_OUT_SKIMS, default_checkpoint
 from adaptive_bkg.config import load_config
-from adaptive_bkg.datasets import LabelledEvents, read_labelled
-from adaptive_bkg.recipes import build_trainer, finetune_model
-from adaptive_bkg.training import fit, init_heads_from_prior, validate_skims
+from adaptive_bkg.formats.labelled import LabelledEvents, read_labelled
+from adaptive_bkg.model.training import fit, init_heads_from_prior, validate_skims
+from adaptive_bkg.workflows.recipes import build_trainer, finetune_model
 
 MODES = ("scratch", "head", "full", "ssl-full")
 DEFAULT_EPOCHS = {1_000: 20, 10_000: 6, 100_000: 2}  # ~equal wall time per decade below 1e5

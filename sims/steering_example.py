@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from adaptive_bkg.backends import make_backend
     from adaptive_bkg.config import BackendConfig
     from adaptive_bkg.errors import UserError
-    from adaptive_bkg.events import read_events
+    from adaptive_bkg.formats.events import read_events
 
     try:
         raw = yaml.safe_load(args.config.read_text()) if args.config else {}

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
-from adaptive_bkg.events import BKG_TYPES, EventBatch, make_event_ids
+from adaptive_bkg.formats.events import BKG_TYPES, EventBatch, make_event_ids
 
 # --- backends engineer: hand-built events that need no generator ------------------------------
 
@@ -70,12 +70,12 @@ def ray_session():  # type: ignore[no-untyped-def]
 
     Started by `orchestrate.init_ray`, the path `adaptive-bkg run` takes, so it is the same
     loopback-only instance (tests/test_local_ray.py checks its sockets). Every Ray test shares
-    it (a Ray start costs ~5 s and ~470 MiB). `adaptive_bkg.orchestrate` sees
+    it (a Ray start costs ~5 s and ~470 MiB). `adaptive_bkg.pipeline.orchestrate` sees
     `ray.is_initialized()` and reuses it instead of starting its own.
     """
     import ray
 
-    from adaptive_bkg.orchestrate import init_ray
+    from adaptive_bkg.pipeline.orchestrate import init_ray
 
     started = init_ray(None, 2, 256)
     yield ray

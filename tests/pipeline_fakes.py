@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from adaptive_bkg.config import fresh_seed
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import FLOAT_FIELDS, EventBatch, make_event_ids
+from adaptive_bkg.formats.events import FLOAT_FIELDS, EventBatch, make_event_ids
 from adaptive_bkg.generators.pythia import stream_seed
 from adaptive_bkg.interfaces import SimResult
 
@@ -166,7 +166,7 @@ class FakeStages:
         self.cfg, self.skims, self.learn = cfg, tuple(skims), learn
 
     def validate(self) -> None:
-        from adaptive_bkg.sampling import make_policy
+        from adaptive_bkg.stats.sampling import make_policy
 
         make_policy(self.cfg.policy, self.skims)
 
@@ -205,8 +205,8 @@ class FakeStages:
     trains = True
 
     def learner(self):  # type: ignore[no-untyped-def]
-        from adaptive_bkg.sampling import make_policy
         from adaptive_bkg.stages import LearnerStage, MeanTimes
+        from adaptive_bkg.stats.sampling import make_policy
 
         scorer = FakeScorer(*self.learner_start)
         return LearnerStage(

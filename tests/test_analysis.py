@@ -16,15 +16,17 @@ from test_replay import fake_plan
 from typer.testing import CliRunner
 
 from adaptive_bkg.cli import app
-from adaptive_bkg.compare import (
+from adaptive_bkg.errors import UserError
+from adaptive_bkg.pipeline.live import read_metrics
+from adaptive_bkg.pipeline.replay import run_serial
+from adaptive_bkg.stages.recorder import load_summary, read_records
+from adaptive_bkg.workflows.compare import (
     compare_runs,
     speedup_relative_error,
     table_cells,
     time_to_speedup,
 )
-from adaptive_bkg.errors import UserError
-from adaptive_bkg.live import read_metrics
-from adaptive_bkg.plots import (
+from adaptive_bkg.workflows.plots import (
     keep_probability_by_label,
     plot_run,
     progress_curves,
@@ -32,8 +34,6 @@ from adaptive_bkg.plots import (
     weighted_roc,
     weights_by_version,
 )
-from adaptive_bkg.replay import run_serial
-from adaptive_bkg.stages.recorder import load_summary, read_records
 
 
 @pytest.fixture(scope="module")

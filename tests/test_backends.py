@@ -23,10 +23,10 @@ from adaptive_bkg.backends import (
     resolve_skim,
 )
 from adaptive_bkg.backends.emulator.cost import WallClock
-from adaptive_bkg.backends.replay import ReplayBackend, record_labels, recorded_skims
+from adaptive_bkg.backends.labelled import ReplayBackend, record_labels, recorded_skims
 from adaptive_bkg.config import BackendConfig, CostConfig, ExternalConfig, ReplayConfig
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import MAX_RUN, EventBatch, make_event_ids, write_events
+from adaptive_bkg.formats.events import MAX_RUN, EventBatch, make_event_ids, write_events
 from adaptive_bkg.interfaces import SimResult, SimulationBackend
 
 REPO = Path(__file__).resolve().parents[1]
@@ -395,7 +395,7 @@ def test_replay_config_errors(parity_labels: tuple[Path, EventBatch], tmp_path: 
 def test_replay_reads_labelled_events_training_sets(
     tmp_path: Path, make_synthetic_events: SyntheticEvents
 ) -> None:
-    from adaptive_bkg.datasets import write_labelled
+    from adaptive_bkg.formats.labelled import write_labelled
 
     events = make_synthetic_events(30, seed=6)
     truth = ParityBackend(BackendConfig()).simulate(events)

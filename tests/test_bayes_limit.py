@@ -14,13 +14,13 @@ from pipeline_fakes import FakeSource, event_uniform, true_pass_probability
 from typer.testing import CliRunner
 
 from adaptive_bkg.backends import _REGISTRY, register_backend
-from adaptive_bkg.bayes_limit import estimate_bayes_limit, limit_speedup, replica_steps
 from adaptive_bkg.cli import app
 from adaptive_bkg.config import BackendConfig, load_config
-from adaptive_bkg.events import EventBatch, write_events
+from adaptive_bkg.formats.events import EventBatch, write_events
 from adaptive_bkg.interfaces import SimResult
-from adaptive_bkg.metrics import expected_speedup
-from adaptive_bkg.sampling import fit_sqrt_k
+from adaptive_bkg.stats.metrics import expected_speedup
+from adaptive_bkg.stats.sampling import fit_sqrt_k
+from adaptive_bkg.workflows.bayes_limit import estimate_bayes_limit, limit_speedup, replica_steps
 
 SKIM = "closed-form"
 

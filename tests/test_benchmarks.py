@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from adaptive_bkg.backends.emulator.skims import Beams
-from adaptive_bkg.datasets import write_labelled
-from adaptive_bkg.events import EventBatch, make_event_ids
+from adaptive_bkg.formats.events import EventBatch, make_event_ids
+from adaptive_bkg.formats.labelled import write_labelled
 from adaptive_bkg.interfaces import SimResult
 from adaptive_bkg.model.synthetic import synthetic_events
 

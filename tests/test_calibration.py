@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from adaptive_bkg.calibration import (
+from adaptive_bkg.errors import UserError
+from adaptive_bkg.stats.calibration import (
     CalibrationState,
     Calibrator,
     expected_calibration_error,
     reliability_curve,
     sigmoid,
 )
-from adaptive_bkg.errors import UserError
 
 
 def _miscalibrated(n: int, seed: int, temperature: float = 2.0) -> tuple[np.ndarray, np.ndarray]:

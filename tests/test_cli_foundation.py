@@ -12,7 +12,7 @@ from adaptive_bkg import __version__
 from adaptive_bkg.cli import app
 from adaptive_bkg.config import GeneratorConfig
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import BKG_TYPES, read_events, write_events
+from adaptive_bkg.formats.events import BKG_TYPES, read_events, write_events
 from adaptive_bkg.generators import generate_to_file
 from adaptive_bkg.generators.pythia import stream_seed
 
@@ -110,7 +110,7 @@ def test_info_bad_files(tmp_path: Path):
 
 
 def test_info_on_empty_file(tmp_path: Path):
-    from adaptive_bkg.events import EventBatch
+    from adaptive_bkg.formats.events import EventBatch
 
     path = tmp_path / "empty.parquet"
     write_events(path, EventBatch.empty())

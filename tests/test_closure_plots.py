@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adaptive_bkg.closure import OBSERVABLES, closure_histograms, observables
 from adaptive_bkg.config import load_config
-from adaptive_bkg.datasets import read_labelled
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.replay import replay_run
-from adaptive_bkg.sampling import BiasedPolicyWarning
+from adaptive_bkg.formats.labelled import read_labelled
+from adaptive_bkg.pipeline.replay import replay_run
+from adaptive_bkg.stats.sampling import BiasedPolicyWarning
+from adaptive_bkg.workflows.closure import OBSERVABLES, closure_histograms, observables
 
 DATA = Path(__file__).parent.parent / "notebooks" / "data"
 SKIM = "tau-generic"

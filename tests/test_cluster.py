@@ -33,7 +33,7 @@ cluster.add_node(num_cpus=2, object_store_memory=96 * mib)
 try:
     ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
     ray.cloudpickle.register_pickle_by_value(pipeline_fakes)
-    from adaptive_bkg.orchestrate import run_pipeline
+    from adaptive_bkg.pipeline.orchestrate import run_pipeline
 
     nodes = [n for n in ray.nodes() if n["Alive"]]
     plan = fake_plan(out, "run.events=4000", "ray.generators=2", "ray.simulators=2")

@@ -28,7 +28,7 @@ from adaptive_bkg.backends.emulator.cost_fit import fit_cost_table
 from adaptive_bkg.cli import app
 from adaptive_bkg.config import BackendConfig, CostConfig, load_config
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import (
+from adaptive_bkg.formats.events import (
     BKG_TYPES,
     CROSS_SECTIONS_NB,
     EventBatch,

@@ -8,23 +8,22 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from adaptive_bkg import parquet_io
 from adaptive_bkg.config import BackendConfig, GeneratorConfig, ReplayConfig
-from adaptive_bkg.datasets import (
+from adaptive_bkg.errors import UserError
+from adaptive_bkg.formats import parquet_io
+from adaptive_bkg.formats.events import write_events
+from adaptive_bkg.formats.labelled import (
     LabelledEvents,
     LabelledWriter,
     iter_labelled,
-    label_events,
-    label_in_memory,
     labelled_skims,
     read_labelled,
     write_labelled,
     write_replay_labels,
 )
-from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import write_events
 from adaptive_bkg.interfaces import SimResult
 from adaptive_bkg.model.synthetic import synthetic_events
+from adaptive_bkg.workflows.label import label_events, label_in_memory
 
 SKIMS = ("tau-generic", "ks-rich", "dstar-d0pi")
 

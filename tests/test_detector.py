@@ -26,7 +26,7 @@ from adaptive_bkg.backends.emulator.detector import (
 )
 from adaptive_bkg.config import BackendConfig
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import EventBatch, make_event_ids
+from adaptive_bkg.formats.events import EventBatch, make_event_ids
 
 MASS = {11: 0.000511, 13: 0.105658, 211: 0.13957, 321: 0.493677, 2212: 0.938272, 22: 0.0}
 MASS.update({310: 0.497611, 3122: 1.115683, 111: 0.134977, 12: 0.0})

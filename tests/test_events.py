@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from adaptive_bkg import parquet_io
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import (
+from adaptive_bkg.formats import parquet_io
+from adaptive_bkg.formats.events import (
     BKG_TYPES,
     EVENT_SCHEMA,
     EVENTS_KIND,

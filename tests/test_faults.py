@@ -20,7 +20,7 @@ from pipeline_fakes import SKIM
 from test_pipeline import FAKES_MAIN
 from test_replay import fake_plan
 
-from adaptive_bkg.check import check_runs
+from adaptive_bkg.workflows.check import check_runs
 
 N_EVENTS = 30_000  # 30 batches of 1000, ~50 ms each on the wall clock: ~2-4 s of production
 PACED = ("backend.clock=wall", "generator.seed=5", f"run.events={N_EVENTS}")
@@ -52,7 +52,7 @@ def _kill_when_running(ray, run_dir: Path, kind: str, killed: dict[str, int]) ->
 
 @pytest.mark.parametrize("kind", ["generator", "filter", "simulate", "learner", "recorder"])
 def test_actor_death_survived(ray_fakes, tmp_path: Path, kind: str) -> None:  # type: ignore[no-untyped-def]
-    from adaptive_bkg.orchestrate import run_pipeline
+    from adaptive_bkg.pipeline.orchestrate import run_pipeline
 
     run_dir = tmp_path / "run"
     plan = fake_plan(run_dir, *PACED, "run.plots=false")
@@ -75,7 +75,7 @@ def test_actor_death_survived(ray_fakes, tmp_path: Path, kind: str) -> None:  # 
     else:
         assert result.learner_failure is None
     if kind == "generator":  # the restarted generator made new events under new id fields
-        from adaptive_bkg.events import decode_event_ids
+        from adaptive_bkg.formats.events import decode_event_ids
         from adaptive_bkg.stages.recorder import read_records
 
         ids = read_records(run_dir, ["event_id"]).column("event_id").to_numpy()
@@ -170,7 +170,7 @@ def test_check_finds_repeated_physics_across_runs(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from adaptive_bkg.cli import app
-    from adaptive_bkg.replay import run_serial
+    from adaptive_bkg.pipeline.replay import run_serial
 
     def run(name: str, *overrides: str) -> Path:
         out = tmp_path / name
@@ -198,7 +198,7 @@ def test_check_finds_repeated_physics_across_runs(tmp_path: Path) -> None:
 def test_a_batch_failing_for_good_stops_the_run_cleanly(ray_fakes, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A backend that keeps failing (e.g. the external command after its retries) ends the run
     with every recorded row kept, a summary, a passing check and a message naming the error."""
-    from adaptive_bkg.orchestrate import run_pipeline
+    from adaptive_bkg.pipeline.orchestrate import run_pipeline
 
     run_dir = tmp_path / "run"
     plan = fake_plan(run_dir, *PACED, "run.plots=false", "backend.name=fail-from-5")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import BASF2_FEATURE_ORDER, EventBatch, make_event_ids
+from adaptive_bkg.formats.events import BASF2_FEATURE_ORDER, EventBatch, make_event_ids
 from adaptive_bkg.model.features import (
     N_PAIR_FEATURES,
     N_PARTICLE_FEATURES,

@@ -7,7 +7,7 @@ import pytest
 
 from adaptive_bkg.config import MAX_SEED, GeneratorConfig
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import (
+from adaptive_bkg.formats.events import (
     BKG_TYPES,
     CROSS_SECTIONS_NB,
     EventBatch,

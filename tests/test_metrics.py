@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from adaptive_bkg.metrics import (
+from adaptive_bkg.stats.metrics import (
     RunAccumulator,
     confusion_fractions,
     expected_speedup,

@@ -8,7 +8,7 @@ import torch
 from model_helpers import TINY
 
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import EventBatch
+from adaptive_bkg.formats.events import EventBatch
 from adaptive_bkg.model.checkpoint import load_checkpoint, save_checkpoint
 from adaptive_bkg.model.features import ModelInputs, random_pdg_mask, to_model_inputs
 from adaptive_bkg.model.part import PRESETS, PartConfig, ParticleTransformer, preset

@@ -13,7 +13,7 @@ from model_helpers import TINY
 from typer.testing import CliRunner
 
 from adaptive_bkg.cli import app
-from adaptive_bkg.events import pad_events
+from adaptive_bkg.formats.events import pad_events
 from adaptive_bkg.model.checkpoint import save_checkpoint
 from adaptive_bkg.model.onnx_export import export_onnx
 from adaptive_bkg.model.part import ParticleTransformer

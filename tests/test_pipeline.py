@@ -29,7 +29,7 @@ N_FAKE = 12000
 @pytest.fixture(scope="module")
 def fake_ray_run(ray_fakes, tmp_path_factory):  # type: ignore[no-untyped-def]
     """One learning, filtering production on the fakes (2 generators, 2 simulators)."""
-    from adaptive_bkg.orchestrate import run_pipeline
+    from adaptive_bkg.pipeline.orchestrate import run_pipeline
 
     run_dir = tmp_path_factory.mktemp("fake") / "run"
     plan = fake_plan(run_dir, f"run.events={N_FAKE}", "ray.simulators=2", "ray.generators=2")
@@ -113,7 +113,7 @@ def test_sigterm_stops_cleanly(ray_session, tmp_path: Path) -> None:  # type: ig
 def test_unbiased_closure_against_unfiltered_run(fake_ray_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Σ_{kept, pass} 1/p of a learning, filtering Ray run equals the pass count of the same
     events all simulated (a --policy none run with the same seed)."""
-    from adaptive_bkg.replay import run_serial
+    from adaptive_bkg.pipeline.replay import run_serial
 
     filtered, run_dir = fake_ray_run
     n = N_FAKE

@@ -15,7 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 from adaptive_bkg.cli import app
-from adaptive_bkg.datasets import labelled_skims
+from adaptive_bkg.formats.labelled import labelled_skims
 from adaptive_bkg.stages.recorder import load_summary, read_records
 
 SKIM_MODULE = textwrap.dedent(

@@ -1,4 +1,4 @@
-"""Pre-start checks (adaptive_bkg/preflight.py) and a user's backend plugin failing to build."""
+"""Pre-start checks (pipeline/preflight.py) and a user's backend plugin failing to build."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from adaptive_bkg import preflight
 from adaptive_bkg.backends import make_backend
 from adaptive_bkg.config import BackendConfig, RayConfig
 from adaptive_bkg.errors import UserError
+from adaptive_bkg.pipeline import preflight
 
 
 class ExplodingBackend:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from test_replay import fake_plan
 
-from adaptive_bkg.budget import Progress, StopRule
 from adaptive_bkg.config import load_config
-from adaptive_bkg.progress import start_line, toward_stop
-from adaptive_bkg.replay import run_serial
-from adaptive_bkg.runbook import RunBook
+from adaptive_bkg.pipeline.budget import Progress, StopRule
+from adaptive_bkg.pipeline.progress import start_line, toward_stop
+from adaptive_bkg.pipeline.replay import run_serial
+from adaptive_bkg.pipeline.runbook import RunBook
 
 
 def test_toward_the_stop_met_first_with_eta_from_the_rate() -> None:

@@ -10,12 +10,12 @@ import pipeline_fakes
 import pytest
 from pipeline_fakes import SKIM, FakeStages
 
-from adaptive_bkg.budget import parse_budget
 from adaptive_bkg.config import load_config
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.live import read_metrics
-from adaptive_bkg.replay import run_serial
-from adaptive_bkg.runbook import plan_run
+from adaptive_bkg.pipeline.budget import parse_budget
+from adaptive_bkg.pipeline.live import read_metrics
+from adaptive_bkg.pipeline.replay import run_serial
+from adaptive_bkg.pipeline.runbook import plan_run
 from adaptive_bkg.stages import load_summary, summarize_records
 from adaptive_bkg.stages.recorder import read_records, summaries_close
 
@@ -143,9 +143,9 @@ def test_cli_run_bad_inputs_exit_2(tmp_path: Path, args: list[str], message: str
 def test_file_source_rechunks_labelled_and_event_files(tmp_path: Path) -> None:
     from pipeline_fakes import FakeBackend, FakeSource
 
-    from adaptive_bkg.datasets import write_labelled
-    from adaptive_bkg.events import write_events
-    from adaptive_bkg.replay import FileSource
+    from adaptive_bkg.formats.events import write_events
+    from adaptive_bkg.formats.labelled import write_labelled
+    from adaptive_bkg.generators.recorded import FileSource
 
     events = FakeSource(seed=3).next_batch(2500)
     write_labelled(tmp_path / "l.parquet", events, FakeBackend().simulate(events), (SKIM,), 1000)
@@ -168,8 +168,8 @@ def test_live_view_renders_and_logs(tmp_path: Path) -> None:
 
     from rich.console import Console
 
-    from adaptive_bkg.live import LiveView, metrics_record, render
-    from adaptive_bkg.metrics import RunAccumulator
+    from adaptive_bkg.pipeline.live import LiveView, metrics_record, render
+    from adaptive_bkg.stats.metrics import RunAccumulator
 
     acc = RunAccumulator((SKIM,))
     acc.add([True, False, True], [0.5, 0.1, 1.0], [[True], [False], [False]], 0.001, 0.001, 0.1)
@@ -193,7 +193,7 @@ def test_cli_replay_of_a_labelled_file(tmp_path: Path, small_events) -> None:  #
     from adaptive_bkg.backends.emulator import EmulatorBackend
     from adaptive_bkg.cli import app
     from adaptive_bkg.config import BackendConfig
-    from adaptive_bkg.datasets import write_labelled
+    from adaptive_bkg.formats.labelled import write_labelled
 
     events = small_events
     skims = ("tau-generic", "dstar-d0pi")

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from adaptive_bkg.cli import app
 from adaptive_bkg.config import load_config
-from adaptive_bkg.replay import replay_run
+from adaptive_bkg.pipeline.replay import replay_run
 from adaptive_bkg.stages.recorder import read_records
 
 SKIM = "tau-generic"

@@ -9,8 +9,8 @@ import pytest
 
 from adaptive_bkg.config import PolicyConfig, load_config
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.metrics import expected_speedup
-from adaptive_bkg.sampling import (
+from adaptive_bkg.stats.metrics import expected_speedup
+from adaptive_bkg.stats.sampling import (
     POLICY_NAMES,
     BiasedPolicyWarning,
     Policy,

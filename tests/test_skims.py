@@ -28,7 +28,7 @@ from adaptive_bkg.backends.emulator.skims import (
 from adaptive_bkg.cli import app
 from adaptive_bkg.config import BackendConfig, load_config
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import EventBatch, make_event_ids
+from adaptive_bkg.formats.events import EventBatch, make_event_ids
 from adaptive_bkg.interfaces import SimulationBackend
 
 MASS = {11: 0.000511, 13: 0.105658, 211: 0.13957, 321: 0.493677, 22: 0.0, 310: 0.497611}

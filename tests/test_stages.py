@@ -11,7 +11,6 @@ from pipeline_fakes import SKIM, FakeBackend, FakeScorer, FakeSource, FakeTraine
 
 from adaptive_bkg.config import LearnerConfig, PolicyConfig
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.sampling import make_policy
 from adaptive_bkg.stages import (
     FilterStage,
     GeneratorStage,
@@ -20,6 +19,7 @@ from adaptive_bkg.stages import (
     SimulateStage,
     WeightsSnapshot,
 )
+from adaptive_bkg.stats.sampling import make_policy
 
 SKIMS = (SKIM,)
 TIMES = MeanTimes(0.001, 0.001, 0.1)

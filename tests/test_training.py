@@ -17,14 +17,14 @@ from typer.testing import CliRunner
 
 from adaptive_bkg.cli import app
 from adaptive_bkg.config import LearnerConfig
-from adaptive_bkg.datasets import LabelledEvents, write_labelled
-from adaptive_bkg.events import EventBatch, write_events
+from adaptive_bkg.formats.events import EventBatch, write_events
+from adaptive_bkg.formats.labelled import LabelledEvents, write_labelled
 from adaptive_bkg.interfaces import SimResult
 from adaptive_bkg.model.checkpoint import load_checkpoint
 from adaptive_bkg.model.part import ParticleTransformer, preset
 from adaptive_bkg.model.predict import predict_logits
 from adaptive_bkg.model.synthetic import synthetic_events
-from adaptive_bkg.training import (
+from adaptive_bkg.model.training import (
     Trainer,
     class_pos_weight,
     fit,
@@ -207,7 +207,7 @@ def test_validate_skims_perfect_scores_reach_oracle() -> None:
 
 
 def test_heads_start_at_the_prior() -> None:
-    from adaptive_bkg.training import init_heads_from_prior
+    from adaptive_bkg.model.training import init_heads_from_prior
 
     batch, _ = learnable_task(20, seed=13)
     model = ParticleTransformer(preset("part-small"), ("a", "b"))
@@ -381,7 +381,7 @@ PRETRAINED_SKIMS = (
 def test_shipped_checkpoint_loads_and_beats_random() -> None:
     from adaptive_bkg.checkpoints import HELD_OUT_SKIMS, default_checkpoint
     from adaptive_bkg.config import BackendConfig, GeneratorConfig
-    from adaptive_bkg.datasets import label_in_memory
+    from adaptive_bkg.workflows.label import label_in_memory
 
     path = default_checkpoint("part-small")
     assert path.stat().st_size < 20 * 2**20  # package data budget

@@ -11,15 +11,15 @@ import pytest
 from pipeline_fakes import CUT, SKIM, SLOPE, FakeStages
 
 from adaptive_bkg.config import load_config
-from adaptive_bkg.live import MetricsRecord, read_metrics, render
-from adaptive_bkg.metrics import (
+from adaptive_bkg.pipeline.live import MetricsRecord, read_metrics, render
+from adaptive_bkg.pipeline.replay import run_serial
+from adaptive_bkg.pipeline.runbook import RunResult, plan_run, result_lines
+from adaptive_bkg.stats.metrics import (
     RunAccumulator,
     bootstrap_expected_speedup,
     expected_speedup,
     expected_speedup_weighted,
 )
-from adaptive_bkg.replay import run_serial
-from adaptive_bkg.runbook import RunResult, plan_run, result_lines
 
 TIMES = (0.001, 0.001, 0.1)
 

@@ -135,7 +135,7 @@ def _external(cfg: BackendConfig, skims: Sequence[str] | None) -> SimulationBack
 
 
 def _replay(cfg: BackendConfig, skims: Sequence[str] | None) -> SimulationBackend:
-    from adaptive_bkg.backends.replay import ReplayBackend
+    from adaptive_bkg.backends.labelled import ReplayBackend
 
     return ReplayBackend(cfg, skims)
 

@@ -1,7 +1,7 @@
 """`external` backend: run a user command (e.g. a basf2 steering script) on a file of events.
 
 Per batch the backend writes the kept events to `events.parquet` (the `events` kind of
-`adaptive_bkg.events`), the backend config to `backend.yaml`, and runs the command template
+`adaptive_bkg.formats.events`), the backend config to `backend.yaml`, and runs the command template
 `backend.external.command` with these placeholders filled in (each shell-quoted):
 
     {input}   the events Parquet file         {output}  where the command must write its labels
@@ -38,7 +38,7 @@ from numpy.typing import NDArray
 
 from adaptive_bkg.config import BackendConfig
 from adaptive_bkg.errors import UserError, first_line
-from adaptive_bkg.events import EventBatch, write_events
+from adaptive_bkg.formats.events import EventBatch, write_events
 from adaptive_bkg.interfaces import SimResult
 
 

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptive_bkg import parquet_io
 from adaptive_bkg.config import GeneratorConfig
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import EventWriter
+from adaptive_bkg.formats import parquet_io
+from adaptive_bkg.formats.events import EventWriter
 from adaptive_bkg.generators.pythia import PythiaGenerator, beam_four_momentum
 from adaptive_bkg.generators.recorded import (
     EventFileInfo,

@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 
 from adaptive_bkg.config import MAX_SEED, GeneratorConfig, fresh_seed
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import (
+from adaptive_bkg.formats.events import (
     BKG_TYPES,
     FLOAT_FIELDS,
     MAX_WORKER,

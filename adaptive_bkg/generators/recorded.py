@@ -9,15 +9,16 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from adaptive_bkg import parquet_io
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import (
+from adaptive_bkg.formats import parquet_io
+from adaptive_bkg.formats.events import (
     BKG_TYPES,
     EVENTS_KIND,
     EVENTS_SCHEMA_VERSION,
     EventBatch,
     iter_event_batches,
 )
+from adaptive_bkg.formats.labelled import LABELLED_KIND, iter_labelled
 from adaptive_bkg.generators.truth import charged_multiplicity
 
 
@@ -77,6 +78,45 @@ class RecordedSource:
 
 # ---------------------------------------------------------------------------------------------
 QUANTILES: tuple[float, ...] = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
+
+
+class FileSource:
+    """EventSource over a recorded file: `events` (via `RecordedSource`) or `labelled-events`
+    (the events of a labelled set, row group by row group; the labels stay in the file for
+    the replay backend)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            first = parquet_io.pq.ParquetFile(parquet_io._shard_files(self.path)[0])
+        except (parquet_io.pa.ArrowInvalid, OSError) as exc:
+            raise UserError(f"{self.path}: not a readable Parquet file ({exc})") from None
+        kind = (first.schema_arrow.metadata or {}).get(parquet_io.KIND_KEY, b"").decode()
+        self._recorded: RecordedSource | None = None
+        self._chunks: Iterator[EventBatch] = iter(())
+        if kind == LABELLED_KIND:
+            self._chunks = (labelled.batch for labelled in iter_labelled(self.path))
+        elif kind == EVENTS_KIND:
+            self._recorded = RecordedSource(self.path)
+        else:
+            raise UserError(f"{self.path}: expected an events or labelled-events file")
+        self._rest = EventBatch.empty()
+
+    def next_batch(self, n: int) -> EventBatch:
+        if self._recorded is not None:
+            return self._recorded.next_batch(n)
+        parts = [self._rest]
+        have = len(self._rest)
+        while have < n:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            parts.append(chunk)
+            have += len(chunk)
+        merged = EventBatch.concat(parts)
+        take = min(n, len(merged))
+        self._rest = merged.take(np.arange(take, len(merged)))
+        return merged.take(np.arange(take))
 
 
 @dataclass(frozen=True)

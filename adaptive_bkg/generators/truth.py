@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 from particle import PDGID
 
-from adaptive_bkg.events import EventBatch
+from adaptive_bkg.formats.events import EventBatch
 
 STABLE_CHARGED = frozenset({11, 13, 211, 321, 2212})
 """|pdg| of the charged particles a tracker sees as tracks: e, mu, pi, K, p."""

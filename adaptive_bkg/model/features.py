@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from torch import Tensor
 
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import BASF2_FEATURE_ORDER, FLOAT_FIELDS, EventBatch, pad_events
+from adaptive_bkg.formats.events import BASF2_FEATURE_ORDER, FLOAT_FIELDS, EventBatch, pad_events
 
 # Vocabulary ids reserved before the known PDG codes.
 PAD_ID, UNKNOWN_ID, MASK_ID = 0, 1, 2

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import BKG_TYPES
+from adaptive_bkg.formats.events import BKG_TYPES
 from adaptive_bkg.model.features import (
     MASK_ID,
     N_PAIR_FEATURES,

@@ -9,7 +9,7 @@ import torch
 from numpy.typing import NDArray
 
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import EventBatch
+from adaptive_bkg.formats.events import EventBatch
 from adaptive_bkg.model.features import (
     DEFAULT_BUCKET_EDGES,
     bucket_edges,
@@ -18,7 +18,7 @@ from adaptive_bkg.model.features import (
     to_model_inputs,
 )
 from adaptive_bkg.model.part import ParticleTransformer
-from adaptive_bkg.sampling import sigmoid
+from adaptive_bkg.stats.sampling import sigmoid
 
 
 def resolve_device(name: str = "auto") -> torch.device:

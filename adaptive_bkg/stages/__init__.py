@@ -1,10 +1,9 @@
 """Pipeline stages as plain Python classes (no Ray): generator, filter, simulate, learner, recorder.
 
-`adaptive_bkg.orchestrate` wraps them as Ray actors; `adaptive_bkg.replay` chains them in one
+`pipeline.orchestrate` wraps them as Ray actors; `pipeline.replay` chains them in one
 process. See docs/pipeline.md.
 """
 
-from adaptive_bkg.sampling import sigmoid
 from adaptive_bkg.stages.filter import FilterStage, Scorer
 from adaptive_bkg.stages.generator import GeneratorStage
 from adaptive_bkg.stages.learner import LearnerStage, LearnerStatus, MeanTimes
@@ -24,6 +23,7 @@ from adaptive_bkg.stages.types import (
     RecordBatch,
     WeightsSnapshot,
 )
+from adaptive_bkg.stats.sampling import sigmoid
 
 __all__ = [
     "Decisions",

@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from adaptive_bkg.config import Config, ModelConfig
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import EventBatch
+from adaptive_bkg.formats.events import EventBatch
 from adaptive_bkg.interfaces import EventSource
 from adaptive_bkg.stages.filter import FilterStage
 from adaptive_bkg.stages.generator import GeneratorStage
@@ -128,7 +128,7 @@ class DefaultStages:
     def _load(self, device: torch.device | str = "cpu") -> LoadedModel:
         from adaptive_bkg.model.checkpoint import load_checkpoint
         from adaptive_bkg.model.part import preset
-        from adaptive_bkg.training import init_heads_from_prior
+        from adaptive_bkg.model.training import init_heads_from_prior
 
         loaded = load_checkpoint(
             self.checkpoint_path,
@@ -159,7 +159,7 @@ class DefaultStages:
 
     def validate(self) -> None:
         from adaptive_bkg.backends import make_backend, resolve_skim
-        from adaptive_bkg.sampling import make_policy
+        from adaptive_bkg.stats.sampling import make_policy
 
         for skim in self.skims:
             resolve_skim(skim)
@@ -179,7 +179,7 @@ class DefaultStages:
     def generator(self, worker: int, run: int, incarnation: int = 0) -> GeneratorStage:
         source: EventSource
         if self.source_path is not None:
-            from adaptive_bkg.replay import FileSource
+            from adaptive_bkg.generators.recorded import FileSource
 
             source = FileSource(self.source_path)
         else:
@@ -216,8 +216,8 @@ class DefaultStages:
         return SimulateStage(make_backend(self.cfg.backend, self.skims), self.skims)
 
     def learner(self) -> LearnerStage:
-        from adaptive_bkg.sampling import make_policy
-        from adaptive_bkg.training import Trainer
+        from adaptive_bkg.model.training import Trainer
+        from adaptive_bkg.stats.sampling import make_policy
 
         torch.set_num_threads(max(1, int(self.cfg.ray.learner_cpus)))
         torch.manual_seed(self.cfg.learner.seed)  # the new head's initialisation

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from adaptive_bkg.events import EventBatch, physics_hashes
-from adaptive_bkg.sampling import Policy, draw_keep, sigmoid
+from adaptive_bkg.formats.events import EventBatch, physics_hashes
 from adaptive_bkg.stages.generator import CostFunction, per_event_cost
 from adaptive_bkg.stages.types import Decisions, FilterOutput, GeneratedBatch, WeightsSnapshot
+from adaptive_bkg.stats.sampling import Policy, draw_keep, sigmoid
 
 Calibrator = Callable[[NDArray[np.float64]], NDArray[np.float64]]
 

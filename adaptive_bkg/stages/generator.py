@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import NDArray
 
-from adaptive_bkg.events import EventBatch
+from adaptive_bkg.formats.events import EventBatch
 from adaptive_bkg.interfaces import EventSource
 from adaptive_bkg.stages.types import GeneratedBatch
 

@@ -29,17 +29,17 @@ import torch
 from numpy.typing import NDArray
 
 from adaptive_bkg.config import LearnerConfig
-from adaptive_bkg.events import EventBatch
-from adaptive_bkg.metrics import bootstrap_expected_speedup
-from adaptive_bkg.sampling import Policy
+from adaptive_bkg.formats.events import EventBatch
 from adaptive_bkg.stages.filter import Calibrator, calibrate
 from adaptive_bkg.stages.types import LabelledBatch, WeightsSnapshot
+from adaptive_bkg.stats.metrics import bootstrap_expected_speedup
+from adaptive_bkg.stats.sampling import Policy
 
 MIN_EVENTS_FOR_TIMES = 200  # below this many labelled events the prior mean times are used
 
 
 class TrainerLike(Protocol):
-    """The part of `adaptive_bkg.training.Trainer` the learner uses."""
+    """The part of `adaptive_bkg.model.training.Trainer` the learner uses."""
 
     def train_step(
         self, batch: EventBatch, labels: NDArray[np.bool_], weights: NDArray[np.float64]

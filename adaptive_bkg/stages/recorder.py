@@ -36,10 +36,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import NDArray
 
-from adaptive_bkg import parquet_io
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.metrics import RunAccumulator, RunSummary, SkimSummary
+from adaptive_bkg.formats import parquet_io
 from adaptive_bkg.stages.types import RecordBatch
+from adaptive_bkg.stats.metrics import RunAccumulator, RunSummary, SkimSummary
 
 RECORDS_KIND = "run-records"
 RECORDS_SCHEMA_VERSION = 2
@@ -298,6 +298,19 @@ class RecorderStage:
 
 
 # ---------------------------------------------------------------------------------------------
+def existing_run_dir(run_dir: Path) -> Path:
+    """A finished or running run directory, else a one-line error naming what is missing."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is not a directory; give a run directory (runs/<name>)")
+    if not (run_dir / "records").is_dir() or not any((run_dir / "records").glob("part-*.parquet")):
+        raise UserError(
+            f"{run_dir} is not a run directory (no records/part-*.parquet): give one written by "
+            "adaptive-bkg run or replay"
+        )
+    return run_dir
+
+
 def summarize_records(run_dir: Path) -> RunSummary:
     """Recompute the run summary from `run_dir/records` alone (must equal summary.json)."""
     records_dir = Path(run_dir) / RECORDS_DIR

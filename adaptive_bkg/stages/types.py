@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from adaptive_bkg.events import EventBatch
-from adaptive_bkg.sampling import PolicyState
+from adaptive_bkg.formats.events import EventBatch
+from adaptive_bkg.stats.sampling import PolicyState
 
 
 @dataclass(frozen=True, eq=False)

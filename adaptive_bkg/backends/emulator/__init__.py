@@ -19,7 +19,7 @@ from adaptive_bkg.backends.emulator.cost import CostModel, make_clock
 from adaptive_bkg.backends.emulator.detector import RecoEvents, simulate_detector
 from adaptive_bkg.backends.emulator.skims import Beams, Skim, evaluate_skims, get_skims
 from adaptive_bkg.config import BackendConfig
-from adaptive_bkg.events import EventBatch
+from adaptive_bkg.formats.events import EventBatch
 from adaptive_bkg.interfaces import SimResult
 
 __all__ = ["EmulatorBackend"]

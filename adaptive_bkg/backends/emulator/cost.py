@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from adaptive_bkg.backends.emulator.detector import CHARGED_CODES
 from adaptive_bkg.config import BackendConfig
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import BKG_TYPES, CROSS_SECTIONS_NB, EventBatch
+from adaptive_bkg.formats.events import BKG_TYPES, CROSS_SECTIONS_NB, EventBatch
 
 COST_FILE_KIND = "adaptive-bkg-cost"
 COST_FILE_VERSION = 1

@@ -147,7 +147,7 @@ def _features_from_events(
     table: TimingTable, events_path: Path, names: Sequence[str], source: Path
 ) -> dict[str, NDArray[np.float64]]:
     """Feature columns computed from the generator events, in the timing table's row order."""
-    from adaptive_bkg.events import read_events
+    from adaptive_bkg.formats.events import read_events
 
     assert table.event_id is not None
     events = read_events(events_path)

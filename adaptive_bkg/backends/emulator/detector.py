@@ -37,7 +37,7 @@ from adaptive_bkg.backends.emulator.conditions import (
     K,
     P,
 )
-from adaptive_bkg.events import EventBatch, offsets_from_counts
+from adaptive_bkg.formats.events import EventBatch, offsets_from_counts
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from adaptive_bkg.config import Config
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import CROSS_SECTIONS_NB
+from adaptive_bkg.formats.events import CROSS_SECTIONS_NB
 
 
 @dataclass(frozen=True)

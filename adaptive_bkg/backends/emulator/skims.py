@@ -33,7 +33,7 @@ from adaptive_bkg.backends.emulator.conditions import (
 )
 from adaptive_bkg.backends.emulator.detector import KSHORT, RecoEvents
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import offsets_from_counts
+from adaptive_bkg.formats.events import offsets_from_counts
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]

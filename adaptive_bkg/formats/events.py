@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from adaptive_bkg import parquet_io
 from adaptive_bkg.errors import UserError
+from adaptive_bkg.formats import parquet_io
 
 BKG_TYPES: tuple[str, ...] = ("charged", "mixed", "uubar", "ddbar", "ssbar", "ccbar", "taupair")
 """Belle II generic background samples; the index is the `bkg_type` code everywhere."""

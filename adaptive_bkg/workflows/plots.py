@@ -15,8 +15,7 @@ the pixels) and a small drawing function on a given axes; the notebooks call the
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,37 +28,12 @@ import mplhep
 import numpy as np
 from numpy.typing import NDArray
 
-from adaptive_bkg.errors import UserError
-from adaptive_bkg.live import read_metrics
-from adaptive_bkg.stages.recorder import read_records, records_skims
+from adaptive_bkg.pipeline.live import read_metrics
+from adaptive_bkg.stages.recorder import existing_run_dir, read_records, records_skims
+from adaptive_bkg.workflows.style import experiment_label, hep_style
 
 F64 = NDArray[np.float64]
 MAX_VERSIONS = 6  # versions drawn per plot, spread evenly from first to last
-
-
-@contextmanager
-def hep_style() -> Iterator[None]:
-    """mplhep's ROOT style for the plots made inside (leaves global matplotlib settings alone)."""
-    with plt.style.context(mplhep.style.ROOT):
-        yield
-
-
-def experiment_label(ax: Any, rlabel: str = "") -> None:
-    """ "Belle II Simulation" top left (as Belle II labels its simulation plots), `rlabel` right."""
-    mplhep.label.exp_label(exp="Belle II", llabel="Simulation", rlabel=rlabel, ax=ax, loc=0)
-
-
-def check_run_dir(run_dir: Path) -> Path:
-    """A finished or running run directory, else a one-line error naming what is missing."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir} is not a directory; give a run directory (runs/<name>)")
-    if not (run_dir / "records").is_dir() or not any((run_dir / "records").glob("part-*.parquet")):
-        raise UserError(
-            f"{run_dir} is not a run directory (no records/part-*.parquet): give one written by "
-            "adaptive-bkg run or replay"
-        )
-    return run_dir
 
 
 def spread(values: Sequence[int], n: int = MAX_VERSIONS) -> list[int]:
@@ -150,7 +124,7 @@ class VersionHistograms:
 
 
 def _records(run_dir: Path, columns: list[str]) -> dict[str, NDArray[Any]]:
-    table = read_records(check_run_dir(run_dir), columns=columns)
+    table = read_records(existing_run_dir(run_dir), columns=columns)
     return {
         c: table.column(c).fill_null(False).to_numpy(zero_copy_only=False)
         if c.startswith("pass_")
@@ -297,7 +271,7 @@ def _save(fig: Any, path: Path, tight: bool = True) -> Path:
 
 def plot_run(run_dir: Path, closure_data: Path | None = None) -> list[Path]:
     """Write every plot of `run_dir` into `run_dir/plots/`; returns the paths written."""
-    run_dir = check_run_dir(run_dir)
+    run_dir = existing_run_dir(run_dir)
     out = run_dir / "plots"
     out.mkdir(exist_ok=True)
     skims = records_skims(run_dir / "records")
@@ -328,7 +302,7 @@ def plot_run(run_dir: Path, closure_data: Path | None = None) -> list[Path]:
                 experiment_label(ax, skim)
             written.append(_save(fig, out / "roc_by_version.png"))
         if closure_data is not None:
-            from adaptive_bkg.closure import closure_histograms, plot_closure
+            from adaptive_bkg.workflows.closure import closure_histograms, plot_closure
 
             for skim in skims:
                 histograms = closure_histograms(run_dir, closure_data, skim)

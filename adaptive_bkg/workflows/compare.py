@@ -24,9 +24,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.live import read_metrics
-from adaptive_bkg.plots import check_run_dir
-from adaptive_bkg.stages.recorder import SUMMARY_FILE, load_summary, read_records
+from adaptive_bkg.pipeline.live import read_metrics
+from adaptive_bkg.stages.recorder import SUMMARY_FILE, existing_run_dir, load_summary, read_records
 
 TIME_TO_FRACTION = 0.9
 
@@ -76,7 +75,7 @@ class RunRow:
 
 
 def run_rows(run_dir: Path) -> list[RunRow]:
-    run_dir = check_run_dir(run_dir)
+    run_dir = existing_run_dir(run_dir)
     if not (run_dir / SUMMARY_FILE).exists():
         raise UserError(f"{run_dir} has no {SUMMARY_FILE}: the run has not finished")
     summary = load_summary(run_dir / SUMMARY_FILE)
@@ -179,7 +178,7 @@ def write_comparison(comparison: Comparison, out: Path) -> list[Path]:
     """comparison.json, comparison.md and overlay plots (speedup and N_eff vs compute)."""
     import matplotlib.pyplot as plt
 
-    from adaptive_bkg.plots import (
+    from adaptive_bkg.workflows.plots import (
         experiment_label,
         hep_style,
         plot_neff_vs_compute,

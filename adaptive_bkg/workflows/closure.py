@@ -129,11 +129,10 @@ def closure_histograms(
 ) -> Closure:
     """Histograms of the skim-passing events of `data` that the run generated: all vs kept."""
     from adaptive_bkg.config import load_config
-    from adaptive_bkg.datasets import labelled_skims, read_labelled
-    from adaptive_bkg.plots import check_run_dir
-    from adaptive_bkg.stages.recorder import read_records, records_skims
+    from adaptive_bkg.formats.labelled import labelled_skims, read_labelled
+    from adaptive_bkg.stages.recorder import existing_run_dir, read_records, records_skims
 
-    run_dir = check_run_dir(run_dir)
+    run_dir = existing_run_dir(run_dir)
     data = Path(data)
     if not data.exists():
         raise UserError(f"closure data {data} not found; give the labelled file the run replayed")
@@ -203,7 +202,7 @@ def plot_closure(closure: Closure) -> Any:
     import matplotlib.pyplot as plt
     import mplhep
 
-    from adaptive_bkg.plots import experiment_label, hep_style
+    from adaptive_bkg.workflows.style import experiment_label, hep_style
 
     n = len(closure.histograms)
     cols = 4

@@ -17,13 +17,13 @@ import torch
 from numpy.typing import NDArray
 
 from adaptive_bkg.config import Config
-from adaptive_bkg.datasets import LabelledEvents
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import EventBatch
+from adaptive_bkg.formats.events import EventBatch
+from adaptive_bkg.formats.labelled import LabelledEvents
 from adaptive_bkg.model import losses
 from adaptive_bkg.model.features import bucket_edges, bucketed_batches
 from adaptive_bkg.model.part import PartConfig, ParticleTransformer
-from adaptive_bkg.training import (
+from adaptive_bkg.model.training import (
     FitProgress,
     MaskedPdgEpoch,
     Trainer,
@@ -229,7 +229,7 @@ def pretrain(
     progress: Callable[[FitProgress], None] | None = None,
 ) -> TrainRun:
     """Multi-skim pretraining from scratch on a labelled-events file (`cfg.model.preset`)."""
-    from adaptive_bkg.datasets import read_labelled
+    from adaptive_bkg.formats.labelled import read_labelled
     from adaptive_bkg.model.part import preset
 
     labelled = read_labelled(data, skims)
@@ -334,7 +334,8 @@ def _finetune_data(
     val_data: Path | None,
     label_progress: Callable[[int], None] | None,
 ) -> tuple[LabelledEvents, LabelledEvents]:
-    from adaptive_bkg.datasets import label_in_memory, read_labelled
+    from adaptive_bkg.formats.labelled import read_labelled
+    from adaptive_bkg.workflows.label import label_in_memory
 
     val = read_labelled(val_data, skims) if val_data is not None else None
     if data is not None:
@@ -423,8 +424,8 @@ def pretrain_masked_pdg(
 
 def read_any_events(path: Path) -> EventBatch:
     """The events of an `events` file or of a `labelled-events` file (labels ignored)."""
-    from adaptive_bkg.datasets import LABELLED_KIND, read_labelled
-    from adaptive_bkg.events import read_events
+    from adaptive_bkg.formats.events import read_events
+    from adaptive_bkg.formats.labelled import LABELLED_KIND, read_labelled
 
     try:
         return read_events(path)

@@ -25,14 +25,13 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
-from adaptive_bkg.budget import Progress, StopFlag, StopRule, parse_budget
 from adaptive_bkg.config import Config, load_config, with_fresh_seed, with_overrides
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import decode_event_ids
-from adaptive_bkg.live import LiveView, metrics_record
-from adaptive_bkg.metrics import RunSummary
-from adaptive_bkg.preflight import check_run_dir
-from adaptive_bkg.progress import Toward, toward_stop
+from adaptive_bkg.formats.events import decode_event_ids
+from adaptive_bkg.pipeline.budget import Progress, StopFlag, StopRule, parse_budget
+from adaptive_bkg.pipeline.live import LiveView, metrics_record
+from adaptive_bkg.pipeline.preflight import check_run_dir
+from adaptive_bkg.pipeline.progress import Toward, toward_stop
 from adaptive_bkg.stages.build import StageFactory, make_factory
 from adaptive_bkg.stages.learner import LearnerStatus
 from adaptive_bkg.stages.recorder import (
@@ -45,6 +44,7 @@ from adaptive_bkg.stages.recorder import (
     summary_to_json,
 )
 from adaptive_bkg.stages.types import WeightsSnapshot
+from adaptive_bkg.stats.metrics import RunSummary
 
 
 @dataclass(frozen=True)
@@ -334,7 +334,7 @@ class RunBook:
         }
         (self.run_dir / SUMMARY_FILE).write_text(summary_to_json(final.summary, extra))
         if self.plan.cfg.run.plots and final.n_generated:
-            from adaptive_bkg.plots import plot_run
+            from adaptive_bkg.workflows.plots import plot_run
 
             plot_run(self.run_dir)
         return RunResult(

@@ -9,62 +9,16 @@ compared on identical events without regenerating or resimulating anything.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-
-from adaptive_bkg.budget import stop_on_signals
 from adaptive_bkg.config import Config, with_overrides
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import EVENTS_KIND, EventBatch
-from adaptive_bkg.runbook import RunBook, RunPlan, RunResult, plan_run
+from adaptive_bkg.generators.recorded import FileSource
+from adaptive_bkg.pipeline.budget import stop_on_signals
+from adaptive_bkg.pipeline.runbook import RunBook, RunPlan, RunResult, plan_run
 from adaptive_bkg.stages.build import DefaultStages
 from adaptive_bkg.stages.recorder import RecorderStage
 from adaptive_bkg.stages.types import GeneratedBatch
-
-
-class FileSource:
-    """EventSource over a recorded file: `events` (via `RecordedSource`) or `labelled-events`
-    (the events of a labelled set, row group by row group; the labels stay in the file for
-    the replay backend)."""
-
-    def __init__(self, path: Path) -> None:
-        from adaptive_bkg import parquet_io
-        from adaptive_bkg.datasets import LABELLED_KIND, iter_labelled
-        from adaptive_bkg.generators.recorded import RecordedSource
-
-        self.path = Path(path)
-        try:
-            first = parquet_io.pq.ParquetFile(parquet_io._shard_files(self.path)[0])
-        except (parquet_io.pa.ArrowInvalid, OSError) as exc:
-            raise UserError(f"{self.path}: not a readable Parquet file ({exc})") from None
-        kind = (first.schema_arrow.metadata or {}).get(parquet_io.KIND_KEY, b"").decode()
-        self._recorded: RecordedSource | None = None
-        self._chunks: Iterator[EventBatch] = iter(())
-        if kind == LABELLED_KIND:
-            self._chunks = (labelled.batch for labelled in iter_labelled(self.path))
-        elif kind == EVENTS_KIND:
-            self._recorded = RecordedSource(self.path)
-        else:
-            raise UserError(f"{self.path}: expected an events or labelled-events file")
-        self._rest = EventBatch.empty()
-
-    def next_batch(self, n: int) -> EventBatch:
-        if self._recorded is not None:
-            return self._recorded.next_batch(n)
-        parts = [self._rest]
-        have = len(self._rest)
-        while have < n:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            parts.append(chunk)
-            have += len(chunk)
-        merged = EventBatch.concat(parts)
-        take = min(n, len(merged))
-        self._rest = merged.take(np.arange(take, len(merged)))
-        return merged.take(np.arange(take))
 
 
 def run_serial(plan: RunPlan, show_live: bool | None = None) -> RunResult:
@@ -120,7 +74,7 @@ def run_serial(plan: RunPlan, show_live: bool | None = None) -> RunResult:
 def check_replayable(cfg: Config, data: Path) -> None:
     """Fail before anything is written when `data` is missing, not an event file, or (with
     labels from the file) lacks labels for a requested skim."""
-    from adaptive_bkg.backends.replay import recorded_skims
+    from adaptive_bkg.backends.labelled import recorded_skims
 
     data = Path(data)
     if not data.exists():

@@ -4,7 +4,7 @@ For offline studies (policy comparisons, the transfer study) the expensive label
 once and then replayed: a `labels` Parquet file holds, per event, `event_id`, one boolean
 `pass_<skim>` column per skim and `cost_slow_s` (what simulating it cost). `record_labels`
 writes such a file from any backend; a `labelled-events` training set (`adaptive-bkg label`,
-adaptive_bkg.datasets) has the same columns and is accepted as it is. `ReplayBackend` answers
+formats/labelled.py) has the same columns and is accepted as it is. `ReplayBackend` answers
 `simulate(batch)` by a vectorised lookup (binary search over the sorted ids). The recorded
 cost is spent on the configured clock, so a replay with `backend.clock=wall` paces a live
 pipeline like the original backend would.
@@ -20,39 +20,23 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from adaptive_bkg import parquet_io
 from adaptive_bkg.backends.emulator.cost import make_clock
 from adaptive_bkg.backends.external import empty_result, show_ids
 from adaptive_bkg.config import BackendConfig
-from adaptive_bkg.datasets import (
+from adaptive_bkg.errors import UserError
+from adaptive_bkg.formats import parquet_io
+from adaptive_bkg.formats.events import EventBatch
+from adaptive_bkg.formats.labelled import (
     COST_COLUMN,
     LABELLED_KIND,
     LABELLED_SCHEMA_VERSION,
+    LABELS_KIND,
+    LABELS_SCHEMA_VERSION,
     PASS_PREFIX,
     labelled_skims,
+    labels_schema,
 )
-from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import EventBatch
 from adaptive_bkg.interfaces import SimResult, SimulationBackend
-
-LABELS_KIND = "labels"
-LABELS_SCHEMA_VERSION = 1
-
-
-def labels_schema(skims: Sequence[str]) -> pa.Schema:
-    return parquet_io.with_kind(
-        pa.schema(
-            [
-                pa.field("event_id", pa.uint64(), nullable=False),
-                pa.field("bkg_type", pa.int8(), nullable=False),
-                *[pa.field(PASS_PREFIX + s, pa.bool_(), nullable=False) for s in skims],
-                pa.field(COST_COLUMN, pa.float64(), nullable=False),
-            ]
-        ),
-        LABELS_KIND,
-        LABELS_SCHEMA_VERSION,
-        {"skims": ",".join(skims)},
-    )
 
 
 class RecordedLabels(NamedTuple):
@@ -121,7 +105,7 @@ class ReplayBackend:
         if path is None:
             raise UserError(
                 "the replay backend needs a labels file: backend.replay.path=labels.parquet "
-                "(write one with adaptive_bkg.backends.replay.record_labels)"
+                "(write one with adaptive_bkg.backends.labelled.record_labels)"
             )
         kind, version, available = _replayable_kind(path)
         chosen = tuple(skims) if skims is not None else (cfg.skims or available)

@@ -99,7 +99,7 @@ def _run_point(cfg_json: str, data: str, point: GridPoint, run_dir: str) -> Poin
     import torch
 
     from adaptive_bkg.config import Config
-    from adaptive_bkg.replay import replay_run
+    from adaptive_bkg.pipeline.replay import replay_run
 
     torch.set_num_threads(1)  # one core per point; also what makes points independent
     cfg = with_overrides(Config.model_validate(json.loads(cfg_json)), point.overrides)

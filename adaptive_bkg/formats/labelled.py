@@ -11,29 +11,33 @@ leaves its flushed row groups readable in `<path>.partial/`.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from adaptive_bkg import parquet_io
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import (
+from adaptive_bkg.formats import parquet_io
+from adaptive_bkg.formats.events import (
     DEFAULT_ROW_GROUP,
     EVENT_SCHEMA,
     EventBatch,
     batch_to_table,
     table_to_batch,
 )
-from adaptive_bkg.interfaces import SimResult
 
-if TYPE_CHECKING:
-    from adaptive_bkg.config import BackendConfig, GeneratorConfig
+
+class SimResult(NamedTuple):
+    """What the slow stage reports for a batch of kept events, in the batch's order."""
+
+    event_id: NDArray[np.uint64]  # [n]
+    flags: NDArray[np.bool_]  # [n, n_skims], True = event passes that skim
+    cost_s: NDArray[np.float64]  # [n], slow-stage seconds spent on each event
+
 
 LABELLED_KIND = "labelled-events"
 LABELLED_SCHEMA_VERSION = 1
@@ -110,7 +114,6 @@ class LabelledEvents:
         )
 
 
-# ---------------------------------------------------------------------------------------------
 def labelled_schema(skims: Sequence[str]) -> pa.Schema:
     if not skims:
         raise UserError("a labelled dataset needs at least one skim")
@@ -208,108 +211,9 @@ def labelled_skims(path: Path) -> tuple[str, ...]:
     return tuple(n.removeprefix(PASS_PREFIX) for n in names if n.startswith(PASS_PREFIX))
 
 
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LabelSummary:
-    """What `label_events` wrote."""
-
-    path: Path
-    n_events: int
-    skims: tuple[str, ...]
-    pass_rate: tuple[float, ...]  # per skim
-    mean_cost_slow_s: float
-    wall_s: float
-
-
-def _labelled_chunks(
-    generator_cfg: GeneratorConfig,
-    backend_cfg: BackendConfig,
-    n_events: int,
-    skims: Sequence[str] | None,
-    chunk: int,
-) -> tuple[tuple[str, ...], Iterator[tuple[EventBatch, SimResult]]]:
-    """(skims, iterator of (events, their SimResult)) for `n_events` generated events."""
-    from adaptive_bkg.backends import make_backend
-    from adaptive_bkg.generators.pythia import PythiaGenerator
-
-    if n_events <= 0:
-        raise UserError(f"--events must be positive, got {n_events}")
-    backend = make_backend(backend_cfg, skims)
-    generator = PythiaGenerator(generator_cfg)
-
-    def chunks() -> Iterator[tuple[EventBatch, SimResult]]:
-        done = 0
-        while done < n_events:
-            batch = generator.next_batch(min(chunk, n_events - done))
-            if len(batch) == 0:
-                return
-            yield batch, backend.simulate(batch)
-            done += len(batch)
-
-    return tuple(backend.skims), chunks()
-
-
-def label_in_memory(
-    generator_cfg: GeneratorConfig,
-    backend_cfg: BackendConfig,
-    n_events: int,
-    skims: Sequence[str] | None = None,
-    chunk: int = 2000,
-    progress: Callable[[int], None] | None = None,
-) -> LabelledEvents:
-    """Generate and simulate `n_events`; keep them in memory (small fine-tuning sets)."""
-    names, chunks = _labelled_chunks(generator_cfg, backend_cfg, n_events, skims, chunk)
-    parts, done = [], 0
-    for batch, result in chunks:
-        parts.append(LabelledEvents(batch, result.flags.astype(np.bool_), names, result.cost_s))
-        done += len(batch)
-        if progress is not None:
-            progress(done)
-    return LabelledEvents.concat(parts)
-
-
-def label_events(
-    generator_cfg: GeneratorConfig,
-    backend_cfg: BackendConfig,
-    n_events: int,
-    out: Path,
-    skims: Sequence[str] | None = None,
-    chunk: int = 2000,
-    progress: Callable[[int], None] | None = None,
-) -> LabelSummary:
-    """Generate `n_events` with Pythia, simulate them with the backend, write labelled events.
-
-    `progress(n_done)` is called after every chunk. Deterministic for a given generator seed
-    and backend seed (both in the configs). Crash-safe: see `LabelledWriter`.
-    """
-    start = time.perf_counter()
-    names, chunks = _labelled_chunks(generator_cfg, backend_cfg, n_events, skims, chunk)
-    passes = np.zeros(len(names), dtype=np.int64)
-    cost_sum = 0.0
-    done = 0
-    with LabelledWriter(Path(out), names) as writer:
-        for batch, result in chunks:
-            writer.write_batch(batch, result)
-            passes += result.flags.sum(axis=0)
-            cost_sum += float(result.cost_s.sum())
-            done += len(batch)
-            if progress is not None:
-                progress(done)
-    return LabelSummary(
-        path=Path(out),
-        n_events=done,
-        skims=names,
-        pass_rate=tuple(float(p) / max(done, 1) for p in passes),
-        mean_cost_slow_s=cost_sum / max(done, 1),
-        wall_s=time.perf_counter() - start,
-    )
-
-
 def write_replay_labels(labelled: Path, out: Path) -> Path:
     """Convert a labelled-events file into the replay backend's `labels` kind (drops the
     particles), so `backend.name=replay backend.replay.path=<out>` can replay it."""
-    from adaptive_bkg.backends.replay import LABELS_KIND, LABELS_SCHEMA_VERSION, labels_schema
-
     skims = labelled_skims(labelled)
     schema = labels_schema(skims)
     columns = ["event_id", "bkg_type", *(PASS_PREFIX + s for s in skims), COST_COLUMN]
@@ -321,3 +225,23 @@ def write_replay_labels(labelled: Path, out: Path) -> Path:
     # Reading back through the replay kind check proves the file is what replay expects.
     parquet_io.checked_files(Path(out), LABELS_KIND, LABELS_SCHEMA_VERSION)
     return Path(out)
+
+
+LABELS_KIND = "labels"
+LABELS_SCHEMA_VERSION = 1
+
+
+def labels_schema(skims: Sequence[str]) -> pa.Schema:
+    return parquet_io.with_kind(
+        pa.schema(
+            [
+                pa.field("event_id", pa.uint64(), nullable=False),
+                pa.field("bkg_type", pa.int8(), nullable=False),
+                *[pa.field(PASS_PREFIX + s, pa.bool_(), nullable=False) for s in skims],
+                pa.field(COST_COLUMN, pa.float64(), nullable=False),
+            ]
+        ),
+        LABELS_KIND,
+        LABELS_SCHEMA_VERSION,
+        {"skims": ",".join(skims)},
+    )

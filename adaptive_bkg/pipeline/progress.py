@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from adaptive_bkg.budget import Progress, StopRule, parse_budget
 from adaptive_bkg.config import Config
+from adaptive_bkg.pipeline.budget import Progress, StopRule, parse_budget
 
 
 @dataclass(frozen=True)

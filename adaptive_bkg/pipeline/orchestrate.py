@@ -39,10 +39,10 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from adaptive_bkg.budget import stop_on_signals
 from adaptive_bkg.errors import UserError, first_line
-from adaptive_bkg.preflight import check_local_ray
-from adaptive_bkg.runbook import RunBook, RunPlan, RunResult
+from adaptive_bkg.pipeline.budget import stop_on_signals
+from adaptive_bkg.pipeline.preflight import check_local_ray
+from adaptive_bkg.pipeline.runbook import RunBook, RunPlan, RunResult
 from adaptive_bkg.stages.build import StageFactory
 from adaptive_bkg.stages.learner import LearnerStatus
 from adaptive_bkg.stages.recorder import RecorderStage, RecorderStatus

@@ -21,7 +21,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import isotonic_regression, minimize_scalar
 
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.sampling import sigmoid
+from adaptive_bkg.stats.sampling import sigmoid
 
 CALIBRATION_METHODS: tuple[str, ...] = ("temperature", "isotonic", "none")
 _LOG_T_BOUNDS = (math.log(1e-2), math.log(1e2))

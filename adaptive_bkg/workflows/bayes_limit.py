@@ -44,9 +44,9 @@ from numpy.typing import NDArray
 
 from adaptive_bkg.config import Config
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import EventBatch
-from adaptive_bkg.metrics import SpeedupEstimate, expected_speedup, oracle_speedup
-from adaptive_bkg.sampling import fit_sqrt_k
+from adaptive_bkg.formats.events import EventBatch
+from adaptive_bkg.stats.metrics import SpeedupEstimate, expected_speedup, oracle_speedup
+from adaptive_bkg.stats.sampling import fit_sqrt_k
 
 
 @dataclass(frozen=True)
@@ -277,7 +277,7 @@ def check_request(n_events: int, replicas: int, n_bootstrap: int) -> None:
 def bayes_limit_events(cfg: Config, n_events: int, data: Path | None) -> EventBatch:
     """The first `n_events` of `data` (events or labelled file), else freshly generated ones."""
     if data is not None:
-        from adaptive_bkg.recipes import read_any_events
+        from adaptive_bkg.workflows.recipes import read_any_events
 
         if not Path(data).exists():
             raise UserError(f"--data {data} does not exist; give an events or labelled file")

@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from numpy.typing import ArrayLike, NDArray
 
 from adaptive_bkg.config import LearnerConfig, PolicyConfig
-from adaptive_bkg.datasets import LabelledEvents
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.events import EventBatch
+from adaptive_bkg.formats.events import EventBatch
+from adaptive_bkg.formats.labelled import LabelledEvents
 from adaptive_bkg.model import losses
 from adaptive_bkg.model.features import (
     bucket_edges,
@@ -329,12 +329,12 @@ def validate_skims(
     (`metrics.speedup_closed_form` on `metrics.confusion_fractions`): so a miscalibrated q
     costs speedup but never inflates it. NaN where the validation set lacks a class.
     """
-    from adaptive_bkg.metrics import (
+    from adaptive_bkg.stats.metrics import (
         confusion_fractions,
         oracle_speedup,
         speedup_closed_form,
     )
-    from adaptive_bkg.sampling import make_policy, sigmoid
+    from adaptive_bkg.stats.sampling import make_policy, sigmoid
 
     t_fast, t_nn, t_slow = times
     q = sigmoid(logits)

@@ -19,8 +19,8 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from adaptive_bkg.metrics import RunSummary
-from adaptive_bkg.progress import Toward, plain_line
+from adaptive_bkg.pipeline.progress import Toward, plain_line
+from adaptive_bkg.stats.metrics import RunSummary
 
 
 @dataclass(frozen=True)
