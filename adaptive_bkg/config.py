@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.formats.events import BKG_TYPES, CROSS_SECTIONS_NB, parse_bkg_types
+from adaptive_bkg.physics.processes import BKG_TYPES, CROSS_SECTIONS_NB, parse_bkg_types
 
 MAX_SEED = (1 << 63) - 1
 """Largest generator base seed (an int64 in every file that stores it)."""

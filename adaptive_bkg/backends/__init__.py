@@ -7,6 +7,9 @@ Built-in names: `emulator` (parametric Belle II-like detector + skims, the defau
 recorded dataset). A user's own backend loads by import path: `backend.name=my_module:MyBackend`
 where `MyBackend` is a class or factory called as `MyBackend(cfg, skims)`.
 
+The beams (`cfg.generator`) reach a factory that takes a keyword `beams` (the emulator does:
+its skims work in the CMS frame): `make_backend(cfg.backend, skims, beams=Beams.of(cfg.generator))`.
+
 Factories import their module lazily, so `import adaptive_bkg.backends` stays cheap and a
 backend's heavy dependencies load only when that backend is used.
 """
@@ -14,6 +17,7 @@ backend's heavy dependencies load only when that backend is used.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +27,7 @@ from adaptive_bkg.interfaces import SimulationBackend
 if TYPE_CHECKING:
     from adaptive_bkg.backends.emulator.skims import Skim
     from adaptive_bkg.config import BackendConfig
+    from adaptive_bkg.physics.beams import Beams
 
 BackendFactory = Callable[["BackendConfig", Sequence[str] | None], SimulationBackend]
 
@@ -60,8 +65,20 @@ def load_object(path: str, what: str) -> Any:
     return obj
 
 
-def make_backend(cfg: BackendConfig, skims: Sequence[str] | None = None) -> SimulationBackend:
-    """Build the backend `cfg.name` for `skims` (None: `cfg.skims`, and None there = all)."""
+def _takes_beams(factory: Callable[..., Any]) -> bool:
+    try:
+        return "beams" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin or C callable without a signature
+        return False
+
+
+def make_backend(
+    cfg: BackendConfig, skims: Sequence[str] | None = None, beams: Beams | None = None
+) -> SimulationBackend:
+    """Build the backend `cfg.name` for `skims` (None: `cfg.skims`, and None there = all).
+
+    `beams` (from `cfg.generator`) go to a factory that takes a keyword `beams`; None there means
+    the configuration's default beams."""
     from adaptive_bkg.backends.plugins import load_plugins
 
     load_plugins(cfg)  # in a fresh process (a Ray actor): the plugins the driver resolved
@@ -84,7 +101,10 @@ def make_backend(cfg: BackendConfig, skims: Sequence[str] | None = None) -> Simu
             "or give an import path my_module:MyBackend)"
         )
     try:
-        backend = factory(cfg, chosen)
+        if beams is not None and _takes_beams(factory):
+            backend = factory(cfg, chosen, beams=beams)
+        else:
+            backend = factory(cfg, chosen)
     except UserError:
         raise
     except TypeError as exc:
@@ -121,10 +141,12 @@ def resolve_skim(name: str) -> Skim:
 
 
 # ---------------------------------------------------------------------------------------------
-def _emulator(cfg: BackendConfig, skims: Sequence[str] | None) -> SimulationBackend:
+def _emulator(
+    cfg: BackendConfig, skims: Sequence[str] | None, beams: Beams | None = None
+) -> SimulationBackend:
     from adaptive_bkg.backends.emulator import EmulatorBackend
 
-    backend: SimulationBackend = EmulatorBackend(cfg, skims)
+    backend: SimulationBackend = EmulatorBackend(cfg, skims, beams)
     return backend
 
 

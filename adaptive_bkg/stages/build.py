@@ -23,6 +23,7 @@ from adaptive_bkg.config import Config, ModelConfig
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.formats.events import EventBatch
 from adaptive_bkg.interfaces import EventSource
+from adaptive_bkg.physics.beams import Beams
 from adaptive_bkg.stages.filter import FilterStage
 from adaptive_bkg.stages.generator import GeneratorStage
 from adaptive_bkg.stages.learner import LearnerStage, MeanTimes
@@ -167,7 +168,7 @@ class DefaultStages:
         # Built once here and dropped: an unknown name or plugin, a plugin that fails to build,
         # an external command template without {input}/{output}, a missing replay file, all
         # fail now in one line instead of inside every simulate actor after Ray started.
-        make_backend(self.cfg.backend, self.skims)
+        make_backend(self.cfg.backend, self.skims, Beams.of(self.cfg.generator))
         self._device()
         self._load()  # wrong or missing checkpoint -> UserError now, before any file exists
 
@@ -213,7 +214,8 @@ class DefaultStages:
 
         # Same backend seed in every simulator: an event's flags must not depend on which
         # actor simulated it (the emulator's flags are deterministic per seed and event id).
-        return SimulateStage(make_backend(self.cfg.backend, self.skims), self.skims)
+        backend = make_backend(self.cfg.backend, self.skims, Beams.of(self.cfg.generator))
+        return SimulateStage(backend, self.skims)
 
     def learner(self) -> LearnerStage:
         from adaptive_bkg.model.training import Trainer

@@ -58,7 +58,7 @@ OBSERVABLES: tuple[Observable, ...] = (
 def observables(events: Any, backend_cfg: Any) -> dict[str, F64]:
     """Per-event values of `OBSERVABLES` (NaN where an event has none, e.g. no lepton)."""
     from adaptive_bkg.backends.emulator import EmulatorBackend
-    from adaptive_bkg.backends.emulator.skims import M_D0, SkimContext
+    from adaptive_bkg.backends.emulator.context import M_D0, SkimContext
 
     backend = EmulatorBackend(backend_cfg, ["tau-generic"])  # skims unused: reco only
     ctx = SkimContext(backend.reconstruct(events), backend.beams)

@@ -41,7 +41,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from adaptive_bkg.backends.emulator.detector import CHARGED_CODES
 from adaptive_bkg.config import BackendConfig
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.formats.events import BKG_TYPES, CROSS_SECTIONS_NB, EventBatch
+from adaptive_bkg.formats.events import EventBatch
+from adaptive_bkg.physics.pdg import NEUTRINOS
+from adaptive_bkg.physics.processes import BKG_TYPES, CROSS_SECTIONS_NB
 
 COST_FILE_KIND = "adaptive-bkg-cost"
 COST_FILE_VERSION = 1
@@ -52,7 +54,7 @@ DEFAULT_T_SLOW_MEAN_S = 0.1
 CDC_THETA_DEG = (17.0, 150.0)
 ECL_THETA_DEG = (12.4, 155.1)
 TRACK_MIN_PT_GEV = 0.1
-_NEUTRINOS = np.array([12, 14, 16], dtype=np.int32)
+_NEUTRINOS = np.array(NEUTRINOS, dtype=np.int32)
 
 FEATURES: tuple[str, ...] = ("n_particles", "n_final", "n_tracks", "e_visible_gev")
 """Generator-level features a cost model (and a calibration table) may use."""

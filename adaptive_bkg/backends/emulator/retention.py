@@ -18,7 +18,8 @@ from numpy.typing import NDArray
 
 from adaptive_bkg.config import Config
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.formats.events import CROSS_SECTIONS_NB
+from adaptive_bkg.physics.beams import Beams
+from adaptive_bkg.physics.processes import CROSS_SECTIONS_NB
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def measure_retention(
 
     if n_per_type <= 0:
         raise UserError(f"--events must be > 0, got {n_per_type}")
-    backend = EmulatorBackend(cfg.backend, skims)
+    backend = EmulatorBackend(cfg.backend, skims, Beams.of(cfg.generator))
     types = cfg.generator.types
     rows, counts = [], []
     elapsed, n_total = 0.0, 0
