@@ -8,9 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from adaptive_bkg.backends import make_backend
+from adaptive_bkg import backends
+from adaptive_bkg.backends import make_backend, register_backend
 from adaptive_bkg.backends.emulator.context import SkimContext
-from adaptive_bkg.config import Config, GeneratorConfig, load_config
+from adaptive_bkg.config import BackendConfig, Config, GeneratorConfig, load_config
+from adaptive_bkg.formats.events import EventBatch
+from adaptive_bkg.interfaces import SimResult
 from adaptive_bkg.model.synthetic import synthetic_events
 from adaptive_bkg.physics.beams import Beams, boost
 from adaptive_bkg.physics.pdg import PDG, ctau_cm, mass_gev
@@ -102,6 +105,40 @@ def test_generator_beam_energy_reaches_the_emulator_skims() -> None:
     assert not np.array_equal(v_nom.lepton_pstar, v_hot.lepton_pstar)
     # make_backend without beams keeps the default (nominal) ones.
     assert make_backend(nominal_cfg.backend, skims).beams == NOMINAL  # type: ignore[attr-defined]
+
+
+class _RecordingBackend:
+    """A stand-in backend that remembers the beams its factory was given."""
+
+    skims = ("a",)
+
+    def __init__(self, beams: Beams | None) -> None:
+        self.beams = beams
+
+    def simulate(self, batch: EventBatch) -> SimResult:
+        raise NotImplementedError
+
+
+def test_make_backend_gives_beams_only_to_factories_that_take_them() -> None:
+    def with_beams(cfg: BackendConfig, skims: object, beams: Beams | None = None) -> object:
+        return _RecordingBackend(beams)
+
+    def without_beams(cfg: BackendConfig, skims: object) -> object:
+        return _RecordingBackend(None)
+
+    names = ("physics-test-with-beams", "physics-test-without-beams")
+    register_backend(names[0], with_beams)  # type: ignore[arg-type]
+    register_backend(names[1], without_beams)  # type: ignore[arg-type]
+    try:
+        hot = Beams(8.0, 4.002, 0.083)
+        built = make_backend(BackendConfig(name=names[0]), None, hot)
+        assert built.beams is hot  # type: ignore[attr-defined]
+        assert make_backend(BackendConfig(name=names[0])).beams is None  # type: ignore[attr-defined]
+        plain = make_backend(BackendConfig(name=names[1]), None, hot)
+        assert plain.beams is None  # type: ignore[attr-defined]
+    finally:
+        for name in names:  # other tests list the registered names
+            backends._REGISTRY.pop(name)
 
 
 # -- PDG ---------------------------------------------------------------------------------------
