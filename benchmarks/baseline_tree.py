@@ -42,7 +42,7 @@ from adaptive_bkg.backends.emulator.skims import Beams
 from adaptive_bkg.config import load_config
 from adaptive_bkg.formats.events import EventBatch
 from adaptive_bkg.generators.truth import final_state_mask, pdg_charge
-from adaptive_bkg.model.training import weighted_auc
+from adaptive_bkg.stats.metrics import weighted_auc
 from adaptive_bkg.workflows.bayes_limit import scored_speedup
 
 F64 = NDArray[np.float64]
@@ -194,7 +194,7 @@ def run(
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     from adaptive_bkg.formats.labelled import read_labelled
-    from adaptive_bkg.stats.metrics import oracle_speedup
+    from adaptive_bkg.stats.speedup import oracle_speedup
 
     labelled = read_labelled(data)
     if len(labelled) < n_train + n_test:

@@ -32,8 +32,8 @@ from adaptive_bkg.config import LearnerConfig
 from adaptive_bkg.formats.events import EventBatch
 from adaptive_bkg.stages.filter import Calibrator, calibrate
 from adaptive_bkg.stages.types import LabelledBatch, WeightsSnapshot
-from adaptive_bkg.stats.metrics import bootstrap_expected_speedup
 from adaptive_bkg.stats.sampling import Policy
+from adaptive_bkg.stats.speedup import bootstrap_expected_speedup
 
 MIN_EVENTS_FOR_TIMES = 200  # below this many labelled events the prior mean times are used
 
@@ -295,7 +295,7 @@ class LearnerStage:
         """Per skim: expected speedup of the current weights + policy on the validation stream.
 
         The stream holds kept events with w = 1/p of the version that kept them, so the means
-        over all events are 1/p-weighted (`metrics.expected_speedup_weighted`); the keep
+        over all events are 1/p-weighted (`speedup.expected_speedup_weighted`); the keep
         probability is the policy's p = max over skims, as in production.
         """
         q = calibrate(
