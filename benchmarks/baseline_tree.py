@@ -42,7 +42,6 @@ from adaptive_bkg.backends.emulator.cost import CostModel
 from adaptive_bkg.config import GeneratorConfig, load_config
 from adaptive_bkg.formats.events import EventBatch
 from adaptive_bkg.generators.truth import final_state_mask, pdg_charge
-from adaptive_bkg.model.training import weighted_auc
 from adaptive_bkg.physics.beams import Beams
 from adaptive_bkg.physics.pdg import NEUTRINOS, PDG
 from adaptive_bkg.physics.shapes import (
@@ -54,6 +53,7 @@ from adaptive_bkg.physics.shapes import (
     sphericity_axes,
     thrust_about,
 )
+from adaptive_bkg.stats.metrics import weighted_auc
 from adaptive_bkg.workflows.bayes_limit import scored_speedup
 
 F64 = NDArray[np.float64]
@@ -195,7 +195,7 @@ def run(
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     from adaptive_bkg.formats.labelled import read_labelled
-    from adaptive_bkg.stats.metrics import oracle_speedup
+    from adaptive_bkg.stats.speedup import oracle_speedup
 
     labelled = read_labelled(data)
     if len(labelled) < n_train + n_test:

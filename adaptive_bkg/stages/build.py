@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from adaptive_bkg.config import Config, ModelConfig
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.formats.events import EventBatch
-from adaptive_bkg.interfaces import EventSource
+from adaptive_bkg.interfaces import EventSource, StageFactory
 from adaptive_bkg.physics.beams import Beams
 from adaptive_bkg.stages.filter import FilterStage
 from adaptive_bkg.stages.generator import GeneratorStage
@@ -34,32 +34,6 @@ if TYPE_CHECKING:
     from adaptive_bkg.backends.emulator.cost import CostModel
     from adaptive_bkg.model.checkpoint import LoadedModel
     from adaptive_bkg.model.part import ParticleTransformer
-
-
-class StageFactory(Protocol):
-    """What orchestrate/replay need to build a pipeline."""
-
-    @property
-    def virtual_clock(self) -> bool:
-        """True: the budget counts emulated compute (cost model); False: wall seconds."""
-        ...
-
-    def validate(self) -> None:
-        """Cheap checks in the driver before any file is written (UserError on bad input)."""
-        ...
-
-    def generator(self, worker: int, run: int, incarnation: int = 0) -> GeneratorStage:
-        """Generator `worker` of run `run`; `incarnation` counts its restarts (and resumes):
-        every incarnation must give new physics and new event ids."""
-        ...
-
-    def filter(self) -> FilterStage: ...
-
-    def simulator(self, index: int) -> SimulateStage: ...
-
-    def learner(self) -> LearnerStage: ...
-
-    def save_checkpoint(self, path: Path, snapshot: WeightsSnapshot) -> None: ...
 
 
 class ModelScorer:

@@ -18,9 +18,9 @@ moments (beta-binomial),
 (1.50 at R = 50, 1.54 at R = 400 in the same study); raw q̂ is kept as `speedup_raw`. Any
 function of x is a legitimate filter, so both stay lower estimates when scored as below.
 
-The sqrt-optimal policy (`sampling.fit_sqrt_k`, floored at p_min) is fitted on q̃_R and scored
+The sqrt-optimal policy (`policy_fit.fit_sqrt_k`, floored at p_min) is fitted on q̃_R and scored
 on the labels of one more, independent seed (the backend seed of the config, never among the
-replicas) with the expected-speedup formula of `metrics.expected_speedup`. Scoring on
+replicas) with the expected-speedup formula of `speedup.expected_speedup`. Scoring on
 independent labels means the noise of q̂_R can only cost speedup (in expectation), never
 inflate it: each figure is a lower estimate of the limit that rises towards it as R grows. It
 is reported at R/4, R/2 and R so that a reader sees whether it has converged.
@@ -45,8 +45,8 @@ from numpy.typing import NDArray
 from adaptive_bkg.config import Config
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.formats.events import EventBatch
-from adaptive_bkg.stats.metrics import SpeedupEstimate, expected_speedup, oracle_speedup
-from adaptive_bkg.stats.sampling import fit_sqrt_k
+from adaptive_bkg.stats.policy_fit import fit_sqrt_k
+from adaptive_bkg.stats.speedup import SpeedupEstimate, expected_speedup, oracle_speedup
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,16 @@ the pixels) and a small drawing function on a given axes; the notebooks call the
     closure.closure_histograms(...)    -> plot_closure (closure.py)
 
 `plot_run(run_dir)` writes them all to `run_dir/plots/` (and is called at the end of every run).
+`plot_learning_curve(history, path)` draws a pretraining or fine-tuning history (recipes.py).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -31,6 +33,9 @@ from numpy.typing import NDArray
 from adaptive_bkg.pipeline.live import read_metrics
 from adaptive_bkg.stages.recorder import existing_run_dir, read_records, records_skims
 from adaptive_bkg.workflows.style import experiment_label, hep_style
+
+if TYPE_CHECKING:  # annotation only: drawing a run's plots never loads torch
+    from adaptive_bkg.model.fitting import TrainingHistory
 
 F64 = NDArray[np.float64]
 MAX_VERSIONS = 6  # versions drawn per plot, spread evenly from first to last
@@ -310,3 +315,43 @@ def plot_run(run_dir: Path, closure_data: Path | None = None) -> list[Path]:
                     _save(plot_closure(histograms), out / f"closure_{skim}.png", tight=False)
                 )
     return written
+
+
+# --- training ---------------------------------------------------------------------------------
+def plot_learning_curve(history: TrainingHistory, path: Path, title: str = "") -> Path:
+    """Two panels: train (running) and validation loss; validation AUC per skim."""
+    fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(11, 4.2))
+    if history.step_loss:
+        steps, values = zip(*history.step_loss, strict=True)
+        ax_loss.plot(steps, values, color="0.6", lw=1, label="train (running mean)")
+    if history.epochs:
+        ax_loss.plot(
+            [e.step for e in history.epochs],
+            [e.train_loss for e in history.epochs],
+            "o-",
+            label="train (epoch mean)",
+        )
+        ax_loss.plot(
+            [e.step for e in history.epochs],
+            [e.val_loss for e in history.epochs],
+            "s-",
+            label="validation",
+        )
+        for skim in history.skims:
+            aucs = [e.skims[skim].auc if skim in e.skims else math.nan for e in history.epochs]
+            ax_auc.plot([e.epoch for e in history.epochs], aucs, "o-", label=skim)
+    ax_loss.set_xlabel("optimiser step")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend(fontsize=8)
+    ax_auc.set_xlabel("epoch")
+    ax_auc.set_ylabel("validation AUC")
+    ax_auc.legend(fontsize=7, ncol=2)
+    ax_auc.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

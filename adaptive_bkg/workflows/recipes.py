@@ -22,17 +22,15 @@ from adaptive_bkg.formats.events import EventBatch
 from adaptive_bkg.formats.labelled import LabelledEvents
 from adaptive_bkg.model import losses
 from adaptive_bkg.model.features import bucket_edges, bucketed_batches
-from adaptive_bkg.model.part import PartConfig, ParticleTransformer
-from adaptive_bkg.model.training import (
+from adaptive_bkg.model.fitting import (
     FitProgress,
     MaskedPdgEpoch,
-    Trainer,
     TrainingHistory,
     fit,
     fit_masked_pdg,
-    init_heads_from_prior,
-    plot_learning_curve,
 )
+from adaptive_bkg.model.part import PartConfig, ParticleTransformer
+from adaptive_bkg.model.training import Trainer, init_heads_from_prior
 
 # Whole runs (what `adaptive-bkg pretrain` / `finetune` call): data in, checkpoint + curve out.
 FINETUNE_MODES: tuple[str, ...] = ("full", "head", "scratch")
@@ -195,6 +193,8 @@ def _train_and_save(
     }
     save_checkpoint(out, model.cpu(), extra=meta)
     curve, metrics = companion_paths(out)
+    from adaptive_bkg.workflows.plots import plot_learning_curve  # matplotlib: only when drawing
+
     plot_learning_curve(history, curve, title=f"{mode}: {', '.join(model.skims)}")
     pdg_head = {id(p) for p in model.pdg_head.parameters()}  # untouched without SSL
     n_trainable = sum(p.numel() for p in trainer.trainable if id(p) not in pdg_head)

@@ -31,7 +31,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 import numpy as np
 import yaml
@@ -42,6 +42,7 @@ from adaptive_bkg.backends.emulator.detector import CHARGED_CODES
 from adaptive_bkg.config import BackendConfig
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.formats.events import EventBatch
+from adaptive_bkg.interfaces import Clock
 from adaptive_bkg.physics.pdg import NEUTRINOS
 from adaptive_bkg.physics.processes import BKG_TYPES, CROSS_SECTIONS_NB
 
@@ -297,17 +298,6 @@ class CostModel:
 
 
 # ---------------------------------------------------------------------------------------------
-class Clock(Protocol):
-    """Where simulated seconds go: counted only (virtual) or really waited (wall)."""
-
-    @property
-    def spent_s(self) -> float:
-        """Total cost-model seconds passed to `spend` so far."""
-        ...
-
-    def spend(self, seconds: float) -> None: ...
-
-
 class VirtualClock:
     """Accounting only: adds up, never waits, fully deterministic."""
 
