@@ -3,7 +3,7 @@ multiplicity buckets and validates after each epoch (`validate_skims`): AUC, and
 fraction of the oracle speedup that the default sqrt-optimal policy, fitted on the validation q,
 reaches on the validation labels. `fit_masked_pdg` is the self-supervised variant
 (kishimoto2023): hide PDG ids, predict them. The learning-curve plot of a `TrainingHistory` is
-`workflows.plots.plot_learning_curve`.
+`pipeline.plots.plot_learning_curve`.
 """
 
 from __future__ import annotations

@@ -38,6 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray._common.network_utils import node_ip_address_from_perspective
+from ray._private import ray_constants
+from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_put
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from adaptive_bkg.errors import UserError, first_line
@@ -129,7 +132,6 @@ def _loopback_only_instance(address: str) -> bool:
             return False
     except ValueError:
         return False
-    from ray._common.network_utils import node_ip_address_from_perspective
 
     try:
         socket.create_connection((node_ip_address_from_perspective(), int(port)), 1.0).close()
@@ -153,7 +155,6 @@ def _environment_defaults(values: dict[str, str]) -> Iterator[None]:
 @contextlib.contextmanager
 def _loopback_only() -> Iterator[None]:
     """Start a local Ray whose every process binds to the loopback interface only."""
-    from ray._private import ray_constants
 
     before_env = os.environ.get(_LOOPBACK_ONLY_ENV)
     before = ray_constants.ENABLE_RAY_CLUSTER
@@ -173,7 +174,6 @@ def _count_start(key: str) -> int:
     """How many times this key was counted before (0 at the first start of an actor). Ray
     restarts an actor by running __init__ again with the same arguments, and never runs two
     incarnations at once, so a read-then-write on the cluster's key-value store is safe."""
-    from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_put
 
     raw = _internal_kv_get(key)
     count = int(raw) if raw else 0

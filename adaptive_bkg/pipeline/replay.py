@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from adaptive_bkg.backends.labelled import recorded_skims
+from adaptive_bkg.backends.plugins import resolve_plugins
 from adaptive_bkg.config import Config, with_overrides
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.generators.recorded import FileSource
@@ -71,7 +73,6 @@ def run_serial(plan: RunPlan, show_live: bool | None = None) -> RunResult:
 def check_replayable(cfg: Config, data: Path) -> None:
     """Fail before anything is written when `data` is missing, not an event file, or (with
     labels from the file) lacks labels for a requested skim."""
-    from adaptive_bkg.backends.labelled import recorded_skims
 
     data = Path(data)
     if not data.exists():
@@ -93,7 +94,6 @@ def replay_run(
     cfg: Config, data: Path, learn: bool = True, show_live: bool | None = None
 ) -> RunResult:
     """Replay a recorded (labelled) dataset through the stages; same outputs as `run`."""
-    from adaptive_bkg.backends.plugins import resolve_plugins
 
     data = Path(data)
     if not data.exists():

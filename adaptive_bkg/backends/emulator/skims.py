@@ -30,6 +30,7 @@ from adaptive_bkg.backends.emulator.detector import RecoEvents
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.physics.beams import Beams
 from adaptive_bkg.physics.pdg import PDG, mass_gev
+from adaptive_bkg.user_code import load_object
 
 Bool = NDArray[np.bool_]
 
@@ -359,8 +360,6 @@ def get_skims(names: Sequence[str] | None = None) -> tuple[Skim, ...]:
         if name in PLUGIN_SKIMS:
             out.append(PLUGIN_SKIMS[name])
         elif ":" in name:
-            from adaptive_bkg.backends import load_object
-
             obj = load_object(name, "skim")
             is_class = isinstance(obj, type)
             # Check the class before building it: another class may need arguments.

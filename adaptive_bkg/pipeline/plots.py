@@ -1,5 +1,5 @@
-"""Plots of a run directory in a HEP style: mplhep's ROOT style, `histplot` for histograms and
-a "Belle II Simulation" label (mplhep has no Belle II style; this is its manner of labelling).
+"""Every figure of the project in one HEP style: mplhep's ROOT style, `histplot` for histograms
+and a "Belle II emulated" label (`hep_style`, `experiment_label`; the detector is the emulator).
 
 Each plot is a data function returning a typed result (what the tests check: the numbers, not
 the pixels) and a small drawing function on a given axes; the notebooks call the same pairs:
@@ -8,16 +8,17 @@ the pixels) and a small drawing function on a given axes; the notebooks call the
     weights_by_version(run_dir)        -> plot_weights_by_version
     keep_probability_by_label(run_dir) -> plot_keep_probability
     roc_by_version(run_dir)            -> plot_roc
-    closure.closure_histograms(...)    -> plot_closure (closure.py)
 
-`plot_run(run_dir)` writes them all to `run_dir/plots/` (and is called at the end of every run).
+`plot_run(run_dir)` writes them all to `run_dir/plots/` (and is called at the end of every run);
+closure plots (`workflows.closure.write_closure_plots`) need the labelled file a run replayed.
 `plot_learning_curve(history, path)` draws a pretraining or fine-tuning history (recipes.py).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,13 +33,24 @@ from numpy.typing import NDArray
 
 from adaptive_bkg.pipeline.live import read_metrics
 from adaptive_bkg.stages.recorder import existing_run_dir, read_records, records_skims
-from adaptive_bkg.workflows.style import experiment_label, hep_style
 
 if TYPE_CHECKING:  # annotation only: drawing a run's plots never loads torch
     from adaptive_bkg.model.fitting import TrainingHistory
 
 F64 = NDArray[np.float64]
 MAX_VERSIONS = 6  # versions drawn per plot, spread evenly from first to last
+
+
+@contextmanager
+def hep_style() -> Iterator[None]:
+    """mplhep's ROOT style for the plots made inside (leaves global matplotlib settings alone)."""
+    with plt.style.context(mplhep.style.ROOT):
+        yield
+
+
+def experiment_label(ax: Any, rlabel: str = "") -> None:
+    """ "Belle II emulated" top left (the detector is the emulator, not basf2), `rlabel` right."""
+    mplhep.label.exp_label(exp="Belle II", llabel="emulated", rlabel=rlabel, ax=ax, loc=0)
 
 
 def spread(values: Sequence[int], n: int = MAX_VERSIONS) -> list[int]:
@@ -266,7 +278,7 @@ def plot_roc(rocs: Sequence[Roc], ax: Any, skim: str = "") -> None:
 
 
 # --- all of it ----------------------------------------------------------------------------------
-def _save(fig: Any, path: Path, tight: bool = True) -> Path:
+def save_figure(fig: Any, path: Path, tight: bool = True) -> Path:
     if tight:
         fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -274,7 +286,7 @@ def _save(fig: Any, path: Path, tight: bool = True) -> Path:
     return path
 
 
-def plot_run(run_dir: Path, closure_data: Path | None = None) -> list[Path]:
+def plot_run(run_dir: Path) -> list[Path]:
     """Write every plot of `run_dir` into `run_dir/plots/`; returns the paths written."""
     run_dir = existing_run_dir(run_dir)
     out = run_dir / "plots"
@@ -290,30 +302,22 @@ def plot_run(run_dir: Path, closure_data: Path | None = None) -> list[Path]:
             plot_speedup_vs_compute(curves, ax_speed)
             for ax in (ax_neff, ax_speed):
                 experiment_label(ax, title)
-            written.append(_save(fig, out / "progress.png"))
+            written.append(save_figure(fig, out / "progress.png"))
         if any(_records(run_dir, ["kept"])["kept"]):
             fig, ax = plt.subplots(figsize=(8, 6))
             plot_weights_by_version(weights_by_version(run_dir), ax)
             experiment_label(ax, title)
-            written.append(_save(fig, out / "weights_by_version.png"))
+            written.append(save_figure(fig, out / "weights_by_version.png"))
             fig, axes = plt.subplots(1, len(skims), figsize=(8 * len(skims), 6), squeeze=False)
             for ax, skim in zip(axes[0], skims, strict=True):
                 plot_keep_probability(keep_probability_by_label(run_dir, skim), ax)
                 experiment_label(ax, skim)
-            written.append(_save(fig, out / "keep_probability.png"))
+            written.append(save_figure(fig, out / "keep_probability.png"))
             fig, axes = plt.subplots(1, len(skims), figsize=(8 * len(skims), 6), squeeze=False)
             for ax, skim in zip(axes[0], skims, strict=True):
                 plot_roc(roc_by_version(run_dir, skim), ax, skim)
                 experiment_label(ax, skim)
-            written.append(_save(fig, out / "roc_by_version.png"))
-        if closure_data is not None:
-            from adaptive_bkg.workflows.closure import closure_histograms, plot_closure
-
-            for skim in skims:
-                histograms = closure_histograms(run_dir, closure_data, skim)
-                written.append(
-                    _save(plot_closure(histograms), out / f"closure_{skim}.png", tight=False)
-                )
+            written.append(save_figure(fig, out / "roc_by_version.png"))
     return written
 
 
