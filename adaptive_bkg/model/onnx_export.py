@@ -69,8 +69,7 @@ class Basf2InputsModel(nn.Module):
 
 def export_onnx(model: ParticleTransformer, path: Path | str, opset: int = DEFAULT_OPSET) -> Path:
     """Export `model` (copied into math-attention, eval mode) to `path`; returns the path."""
-
-    import onnx
+    import onnx  # lazy: only the export needs it (~1 s to import)
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
