@@ -41,8 +41,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from adaptive_bkg.errors import UserError, first_line
 from adaptive_bkg.pipeline.budget import stop_on_signals
+from adaptive_bkg.pipeline.plan import RunPlan
 from adaptive_bkg.pipeline.preflight import check_local_ray
-from adaptive_bkg.pipeline.runbook import RunBook, RunPlan, RunResult
+from adaptive_bkg.pipeline.runbook import RunBook, RunResult
 from adaptive_bkg.stages.build import StageFactory
 from adaptive_bkg.stages.learner import LearnerStatus
 from adaptive_bkg.stages.recorder import RecorderStage, RecorderStatus

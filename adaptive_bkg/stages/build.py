@@ -158,16 +158,8 @@ class DefaultStages:
         return self._load().model
 
     def validate(self) -> None:
-        from adaptive_bkg.backends import make_backend, resolve_skim
-        from adaptive_bkg.stats.sampling import make_policy
-
-        for skim in self.skims:
-            resolve_skim(skim)
-        make_policy(self.cfg.policy, self.skims)
-        # Built once here and dropped: an unknown name or plugin, a plugin that fails to build,
-        # an external command template without {input}/{output}, a missing replay file, all
-        # fail now in one line instead of inside every simulate actor after Ray started.
-        make_backend(self.cfg.backend, self.skims)
+        # Skims, policy and backend are checked before this, without torch, by plan_run
+        # (pipeline/preflight.check_stage_inputs): here only what needs the model.
         self._device()
         self._load()  # wrong or missing checkpoint -> UserError now, before any file exists
 
