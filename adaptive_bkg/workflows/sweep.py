@@ -99,11 +99,12 @@ def _run_point(cfg_json: str, data: str, point: GridPoint, run_dir: str) -> Poin
     import torch
 
     from adaptive_bkg.config import Config
+    from adaptive_bkg.pipeline.plan import ProductionRequest, apply_request
     from adaptive_bkg.pipeline.replay import replay_run
 
     torch.set_num_threads(1)  # one core per point; also what makes points independent
     cfg = with_overrides(Config.model_validate(json.loads(cfg_json)), point.overrides)
-    cfg = with_overrides(cfg, [f"run.out={json.dumps(run_dir)}"])
+    cfg = apply_request(cfg, ProductionRequest(out=Path(run_dir)))
     try:
         result = replay_run(cfg, Path(data), learn=point.learn, show_live=False)
     except UserError as exc:
