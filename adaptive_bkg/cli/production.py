@@ -1,9 +1,10 @@
 """Producing samples: `run` (on Ray), `replay` (one process, recorded events), `demo`, and
 `check` of the run directories they write (library code in pipeline/ and workflows/check.py).
 
-`run` checks everything it can before it imports torch or Ray (`pipeline.plan.plan_run`), so
-a bad input costs one line and about a second; the heavy modules are imported in the commands,
-after those checks.
+`run` checks everything that needs no model before it imports torch or Ray
+(`pipeline.plan.plan_run`), so such a bad input costs one line and half of what `import torch`
+alone would (docs/reliability.md); the heavy modules are imported in the commands, after those
+checks.
 """
 
 from __future__ import annotations
