@@ -157,7 +157,7 @@ def overhead(n_events: int, batch_size: int, work: Path, num_cpus: int = 2) -> d
     from adaptive_bkg.formats.events import write_events
     from adaptive_bkg.model.synthetic import synthetic_events
     from adaptive_bkg.pipeline.orchestrate import run_pipeline
-    from adaptive_bkg.pipeline.runbook import plan_run
+    from adaptive_bkg.pipeline.plan import plan_run
 
     path = work / "overhead-events.parquet"
     write_events(path, synthetic_events(n_events, seed=5, mean_particles=25.0))

@@ -265,7 +265,7 @@ def main() -> None:
 
     from adaptive_bkg.config import load_config
     from adaptive_bkg.pipeline.orchestrate import run_pipeline
-    from adaptive_bkg.pipeline.runbook import plan_run
+    from adaptive_bkg.pipeline.plan import plan_run
 
     run_dir = args.out or Path(tempfile.mkdtemp(prefix="adaptive-bkg-soak-")) / "run"
     overrides = [*OVERRIDES, f"run.budget={args.minutes:g}m", f"run.out={run_dir}", *args.set]

@@ -5,16 +5,19 @@ Every case runs the real command line in a fresh process, in a folder that holds
 files. It must print exactly one line (on stderr), exit 2, print no traceback, and leave the
 folder exactly as it was: no run directory, every existing file with the same bytes and mtime.
 
-Cases marked `PRE_RAY` must fail before `import ray`: they run with a poisoned `ray` package
+Cases marked `pre_ray` must fail before `import ray`: they run with a poisoned `ray` package
 first on the path, so reaching Ray at all would end in an ImportError traceback instead of the
-expected line. The others (machine resources, cluster address) are checked in
-`orchestrate.run_pipeline` after Ray is imported but before it starts. Wall times are printed
-(`pytest -s`), not asserted: docs/reliability.md has the figures.
+expected line. The others (cluster address) are checked in `orchestrate.run_pipeline` after Ray
+is imported but before it starts. Cases not marked `needs_torch` must also fail before `import
+torch` (which costs seconds of CPU): `test_bad_input_fails_before_torch` checks it in the same
+process as the error. Wall times are printed (`pytest -s`), not asserted: docs/reliability.md
+has the figures (benchmarks/fail_fast.py measures them).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -33,6 +36,7 @@ class Case:
     args: tuple[str, ...]
     message: str
     pre_ray: bool = True
+    needs_torch: bool = False  # found by reading a checkpoint, an event file or Ray
 
 
 def _set(*assignments: str) -> tuple[str, ...]:
@@ -73,15 +77,10 @@ CASES: dict[str, Case] = {
     "object-store-too-big": Case(
         (*RUN, *_set("ray.object_store_mb=1000000000000")),
         "of memory available on this machine",
-        pre_ray=False,
     ),
-    "num-cpus-too-many": Case(
-        (*RUN, *_set("ray.num_cpus=100000")), "CPUs of this machine", pre_ray=False
-    ),
+    "num-cpus-too-many": Case((*RUN, *_set("ray.num_cpus=100000")), "CPUs of this machine"),
     "actors-exceed-cpus": Case(
-        (*RUN, *_set("ray.num_cpus=1", "ray.simulators=8")),
-        "the actors ask for 3.25 CPUs",
-        pre_ray=False,
+        (*RUN, *_set("ray.num_cpus=1", "ray.simulators=8")), "the actors ask for 3.25 CPUs"
     ),
     "huge-run-batch": Case(
         (*RUN, *_set("run.batch_size=1000000000")), "run.batch_size = 1000000000"
@@ -96,28 +95,42 @@ CASES: dict[str, Case] = {
     "info-corrupt-parquet": Case(("info", "corrupt.parquet"), "not a readable Parquet file"),
     "info-foreign-parquet": Case(("info", "foreign.parquet"), "not an adaptive-bkg file"),
     "replay-corrupt-parquet": Case(
-        ("replay", "corrupt.parquet", "--quiet", "--out", "out"), "not a readable Parquet file"
+        ("replay", "corrupt.parquet", "--quiet", "--out", "out"),
+        "not a readable Parquet file",
+        needs_torch=True,
     ),
     "replay-foreign-parquet": Case(
         ("replay", "foreign.parquet", "--quiet", "--out", "out"),
         "expected an events or labelled-events file",
+        needs_torch=True,
     ),
     "checkpoint-not-torch": Case(
-        (*RUN, *_set("model.checkpoint=garbage.pt")), "garbage.pt is not an adaptive-bkg"
+        (*RUN, *_set("model.checkpoint=garbage.pt")),
+        "garbage.pt is not an adaptive-bkg",
+        needs_torch=True,
     ),
     "checkpoint-foreign": Case(
-        (*RUN, *_set("model.checkpoint=foreign.pt")), "foreign.pt is not an adaptive-bkg"
+        (*RUN, *_set("model.checkpoint=foreign.pt")),
+        "foreign.pt is not an adaptive-bkg",
+        needs_torch=True,
     ),
     "unreachable-address": Case(
         (*RUN, "--address", "127.0.0.1:1"),
         "cannot reach the Ray cluster at '127.0.0.1:1'",
         pre_ray=False,
+        needs_torch=True,
     ),
     "unreachable-ray-client": Case(
-        (*RUN, "--address", "ray://127.0.0.1:1"), "cannot reach the Ray cluster", pre_ray=False
+        (*RUN, "--address", "ray://127.0.0.1:1"),
+        "cannot reach the Ray cluster",
+        pre_ray=False,
+        needs_torch=True,
     ),
     "bad-address": Case(
-        (*RUN, "--address", "not-an-address"), "bad Ray address 'not-an-address'", pre_ray=False
+        (*RUN, "--address", "not-an-address"),
+        "bad Ray address 'not-an-address'",
+        pre_ray=False,
+        needs_torch=True,
     ),
 }
 
@@ -189,3 +202,61 @@ def test_bad_input_is_one_line_and_damages_nothing(
     assert case.message in lines[0]
     assert result.returncode == 2
     assert _snapshot(tmp_path) == before  # nothing created, nothing touched
+
+
+# Runs the command line's `main` with the given arguments and, when it exits, says on the last
+# line of stdout its exit status and whether torch had been imported by then.
+TORCH_PROBE = """
+import sys
+from adaptive_bkg.cli import main
+sys.argv = ["adaptive-bkg", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exc:
+    print(f"exit {exc.code} torch imported: {'torch' in sys.modules}")
+"""
+
+
+@pytest.mark.parametrize("name", [n for n, case in CASES.items() if not case.needs_torch])
+def test_bad_input_fails_before_torch(name: str, tmp_path: Path) -> None:
+    """Every bad input that needs no model, event file or Ray is found before `import torch`:
+    a second or so of CPU instead of the 3-5 s that importing torch and the stages costs."""
+    case = CASES[name]
+    _make_inputs(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", TORCH_PROBE, *case.args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert case.message in result.stderr, result.stderr
+    assert result.stdout.splitlines()[-1] == "exit 2 torch imported: False", result.stdout
+
+
+def test_fail_fast_benchmark_measures_a_case(tmp_path: Path) -> None:
+    """`benchmarks/fail_fast.py` runs a case of this table and records what it saw."""
+    out = tmp_path / "fail_fast.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "fail_fast.py"
+    subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--repeats",
+            "1",
+            "--case",
+            "out-is-a-file",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    report = json.loads(out.read_text())
+    (run,) = report["runs"]
+    assert (run["case"], run["exit"], run["one_expected_line"]) == ("out-is-a-file", 2, True)
+    assert run["cpu_s"] > 0
+    assert len(report["baseline_cpu_s"]["import torch"]) == 1
+    assert report["per_case"]["out-is-a-file"]["cpu_s"] == [run["cpu_s"]]

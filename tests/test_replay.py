@@ -14,8 +14,8 @@ from adaptive_bkg.config import load_config
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.pipeline.budget import parse_budget
 from adaptive_bkg.pipeline.live import read_metrics
+from adaptive_bkg.pipeline.plan import plan_run
 from adaptive_bkg.pipeline.replay import run_serial
-from adaptive_bkg.pipeline.runbook import plan_run
 from adaptive_bkg.stages import load_summary, summarize_records
 from adaptive_bkg.stages.recorder import read_records, summaries_close
 

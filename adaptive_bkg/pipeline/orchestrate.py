@@ -46,8 +46,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from adaptive_bkg.errors import UserError, first_line
 from adaptive_bkg.interfaces import StageFactory
 from adaptive_bkg.pipeline.budget import stop_on_signals
+from adaptive_bkg.pipeline.plan import RunPlan
 from adaptive_bkg.pipeline.preflight import check_local_ray, check_reachable
-from adaptive_bkg.pipeline.runbook import RunBook, RunPlan, RunResult
+from adaptive_bkg.pipeline.runbook import RunBook, RunResult
 from adaptive_bkg.pipeline.step import DriverStep, prime_learner
 from adaptive_bkg.stages.learner import LearnerStatus
 from adaptive_bkg.stages.recorder import RecorderStage, RecorderStatus

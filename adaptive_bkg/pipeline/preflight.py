@@ -2,17 +2,22 @@
 
 Everything here runs in the driver before Ray starts and before any file is written, so a
 mistake costs one line and exit 2 (UserError) instead of a traceback from inside an actor, a
-run that waits forever for CPUs the instance does not have, or a half-made run directory.
+run that waits forever for CPUs the instance does not have, or a half-made run directory. None
+of it needs torch: `plan.plan_run` makes these checks before it imports the stages.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
-from adaptive_bkg.config import RayConfig
+from adaptive_bkg.backends import make_backend, resolve_skim
+from adaptive_bkg.config import Config, RayConfig
 from adaptive_bkg.errors import UserError
+from adaptive_bkg.physics.beams import Beams
+from adaptive_bkg.stats.sampling import make_policy
 
 MAX_OBJECT_STORE_FRACTION = 0.5
 """A local object store may take at most this share of the available memory (the actors need
@@ -35,6 +40,17 @@ def check_run_dir(run_dir: Path) -> None:
         raise UserError(f"--out {run_dir}: {parent} is a file, not a directory; pick a new --out")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"--out {run_dir}: cannot create it in {parent} (permission denied)")
+
+
+def check_stage_inputs(cfg: Config, skims: Sequence[str]) -> None:
+    """The default stages' inputs that need no model: every skim resolves, the policy builds
+    for them, and the backend builds once here and is dropped: an unknown name or plugin, a
+    plugin that fails to build, an external command template without {input}/{output}, a
+    missing replay file, all fail now in one line instead of inside every simulate actor."""
+    for skim in skims:
+        resolve_skim(skim)
+    make_policy(cfg.policy, skims)
+    make_backend(cfg.backend, skims, Beams.of(cfg.generator))
 
 
 def machine_cpus() -> int:

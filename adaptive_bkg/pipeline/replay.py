@@ -17,7 +17,8 @@ from adaptive_bkg.config import Config, with_overrides
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.generators.recorded import FileSource
 from adaptive_bkg.pipeline.budget import stop_on_signals
-from adaptive_bkg.pipeline.runbook import RunBook, RunPlan, RunResult, plan_run
+from adaptive_bkg.pipeline.plan import RunPlan, plan_run
+from adaptive_bkg.pipeline.runbook import RunBook, RunResult
 from adaptive_bkg.pipeline.step import DriverStep, prime_learner
 from adaptive_bkg.stages.build import DefaultStages
 from adaptive_bkg.stages.recorder import RecorderStage

@@ -1,5 +1,6 @@
-"""Everything about a production that is not Ray: validation, the run directory, progress,
-metrics, checkpoints and the final summary. Shared by `orchestrate` (Ray) and `replay`.
+"""Everything about a running production that is not Ray: the run directory, progress,
+metrics, checkpoints and the final summary. Shared by `orchestrate` (Ray) and `replay`; the
+validated `RunPlan` they start from is made in `plan.py`.
 
 Run directory (`runs/<UTC time>-<skim>/` or `--out DIR`):
 
@@ -13,143 +14,27 @@ Run directory (`runs/<UTC time>-<skim>/` or `--out DIR`):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
-import pyarrow.compute as pc
-
-from adaptive_bkg.config import Config, load_config, with_fresh_seed, with_overrides
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.formats.events import decode_event_ids
-from adaptive_bkg.interfaces import StageFactory
-from adaptive_bkg.pipeline.budget import Progress, StopFlag, StopRule, parse_budget
+from adaptive_bkg.pipeline.budget import Progress, StopFlag
 from adaptive_bkg.pipeline.live import LiveView, metrics_record
-from adaptive_bkg.pipeline.preflight import check_run_dir
+from adaptive_bkg.pipeline.plan import RunPlan
 from adaptive_bkg.pipeline.progress import Toward, toward_stop
-from adaptive_bkg.stages.build import make_factory
 from adaptive_bkg.stages.learner import LearnerStatus
 from adaptive_bkg.stages.recorder import (
     RECORDS_DIR,
     SUMMARY_FILE,
     RecorderStatus,
-    read_records,
-    record_files,
     summarize_by_version,
     summary_to_json,
 )
 from adaptive_bkg.stages.types import WeightsSnapshot
 from adaptive_bkg.stats.metrics import RunSummary
-
-
-@dataclass(frozen=True)
-class ResumePoint:
-    """Where a resumed run continues (all zero for a new run)."""
-
-    n_generated: int = 0  # events already recorded: the stop rule counts on from here
-    next_version: int = 0  # the first model version this segment publishes
-    first_incarnation: int = 0  # generators start new streams and id fields from here
-    resumed: bool = False
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """A validated production request: nothing has been written yet."""
-
-    cfg: Config
-    skims: tuple[str, ...]
-    run_dir: Path
-    stop: StopRule
-    learn: bool
-    factory: StageFactory
-    resume: ResumePoint = ResumePoint()
-
-
-def _checkpoint_versions(run_dir: Path) -> dict[int, Path]:
-    found = {}
-    for path in (run_dir / "checkpoints").glob("v*.pt"):
-        with contextlib.suppress(ValueError):
-            found[int(path.stem[1:])] = path
-    return found
-
-
-def resume_config(run_dir: Path, overrides: Sequence[str] = ()) -> Config:
-    """The configuration to continue `run_dir` with: its own config.yaml (seeds included),
-    starting from its newest checkpoint, with `overrides` (e.g. a larger run.events)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError(f"{run_dir} is not a run directory (no config.yaml): nothing to resume")
-    cfg = load_config(run_dir / "config.yaml", [*overrides, f"run.out={json.dumps(str(run_dir))}"])
-    versions = _checkpoint_versions(run_dir)
-    if versions:
-        newest = versions[max(versions)]
-        cfg = with_overrides(cfg, [f"model.checkpoint={json.dumps(str(newest))}"])
-    return cfg
-
-
-def resume_point(run_dir: Path, n_generators: int) -> ResumePoint:
-    """Read what a run directory already holds: recorded events, versions, generator ids."""
-    records = Path(run_dir) / RECORDS_DIR
-    versions = _checkpoint_versions(Path(run_dir))
-    last_version = max(versions) if versions else -1
-    if not record_files(records):
-        return ResumePoint(0, last_version + 1, 0, resumed=True)
-    table = read_records(Path(run_dir), ["event_id", "model_version"])
-    _, id_worker, _ = decode_event_ids(table.column("event_id").to_numpy())
-    last_version = max(last_version, int(pc.max(table.column("model_version")).as_py()))
-    return ResumePoint(
-        n_generated=table.num_rows,
-        next_version=last_version + 1,
-        first_incarnation=int(id_worker.max()) // max(n_generators, 1) + 1,
-        resumed=True,
-    )
-
-
-def plan_run(
-    cfg: Config,
-    learn: bool = True,
-    factory: StageFactory | None = None,
-    tag: str = "",
-    resume: bool = False,
-) -> RunPlan:
-    """Validate every user input (skims, budget, policy, checkpoint, out dir) up front.
-
-    `resume`: continue the run directory `run.out` (config from `resume_config`)."""
-    from adaptive_bkg.backends.plugins import resolve_plugins
-
-    cfg = with_fresh_seed(resolve_plugins(cfg))  # plugin skims go by their name from here on
-    skims = tuple(cfg.run.skims)
-    if not skims:
-        raise UserError("no skim given: use --skim NAME (e.g. --skim dstar-d0pi)")
-    if len(set(skims)) != len(skims):
-        raise UserError(f"skims given twice in {list(skims)}")
-    budget_s = parse_budget(cfg.run.budget) if cfg.run.budget is not None else None
-    stop = StopRule(budget_s=budget_s, events=cfg.run.events, target_neff=cfg.run.target_neff)
-    if budget_s is None and cfg.run.events is None and cfg.run.target_neff is None:
-        raise UserError(
-            "no stop condition: give --budget (e.g. 24h), --events N or --target-neff N"
-        )
-    if cfg.run.out is not None:
-        run_dir = Path(cfg.run.out)
-    else:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        name = "+".join(s.replace(":", "_").replace("/", "_") for s in skims)[:80]
-        run_dir = Path("runs") / f"{stamp}-{tag}{name}"
-    if not resume:
-        check_run_dir(run_dir)  # cheap checks first: the factory loads the checkpoint
-    learn = learn and cfg.learner.enabled
-    factory = factory if factory is not None else make_factory(cfg, skims, learn)
-    factory.validate()
-    if resume:
-        point = resume_point(run_dir, cfg.ray.generators)
-        return RunPlan(cfg, skims, run_dir, stop, learn, factory, point)
-    return RunPlan(cfg, skims, run_dir, stop, learn, factory)
 
 
 @dataclass(frozen=True)
@@ -335,7 +220,7 @@ class RunBook:
         }
         (self.run_dir / SUMMARY_FILE).write_text(summary_to_json(final.summary, extra))
         if self.plan.cfg.run.plots and final.n_generated:
-            from adaptive_bkg.workflows.plots import plot_run
+            from adaptive_bkg.pipeline.plots import plot_run
 
             plot_run(self.run_dir)
         return RunResult(
@@ -353,59 +238,6 @@ class RunBook:
             learner_failure=self.learner_failure,
             expected_speedup=expected,
         )
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI helpers (kept here so that cli.py stays a thin layer).
-DEMO_OVERRIDES: tuple[str, ...] = (
-    "run.skims=[dstar-d0pi]",
-    "run.events=150000",
-    "backend.name=emulator",
-    "backend.clock=virtual",
-    "model.preset=part-small",
-    "model.device=cpu",
-    "learner.publish_every_steps=10",
-    "learner.lr=0.003",
-    "run.wait_for_learner=true",
-)
-"""`adaptive-bkg demo`: a short production on the held-out demo skim, CPU only."""
-
-
-def production_overrides(
-    skim: str | None = None,
-    skims: str | None = None,
-    budget: str | None = None,
-    events: int | None = None,
-    target_neff: float | None = None,
-    policy: str | None = None,
-    out: Path | None = None,
-    address: str | None = None,
-) -> list[str]:
-    """Turn `run`/`replay` options into `section.key=value` overrides (JSON-quoted values)."""
-    if skim is not None and skims is not None:
-        raise UserError("give either --skim or --skims, not both")
-    chosen = [skim] if skim is not None else None
-    if skims is not None:
-        chosen = [s.strip() for s in skims.split(",") if s.strip()]
-        if not chosen:
-            raise UserError(f"--skims '{skims}' names no skim; e.g. --skims dstar-d0pi,radiative")
-    overrides = []
-    if chosen is not None:
-        overrides.append(f"run.skims={json.dumps(chosen)}")
-    if budget is not None:
-        parse_budget(budget)  # the one-line error names the option's value
-        overrides.append(f"run.budget={json.dumps(budget)}")
-    if events is not None:
-        overrides.append(f"run.events={events}")
-    if target_neff is not None:
-        overrides.append(f"run.target_neff={target_neff}")
-    if policy is not None:
-        overrides.append(f"policy.name={json.dumps(policy)}")
-    if out is not None:
-        overrides.append(f"run.out={json.dumps(str(out))}")
-    if address is not None:
-        overrides.append(f"ray.address={json.dumps(address)}")
-    return overrides
 
 
 def result_lines(result: RunResult) -> list[str]:

@@ -29,6 +29,7 @@ from adaptive_bkg.stages.generator import GeneratorStage
 from adaptive_bkg.stages.learner import LearnerStage, MeanTimes
 from adaptive_bkg.stages.simulate import SimulateStage
 from adaptive_bkg.stages.types import WeightsSnapshot
+from adaptive_bkg.user_code import load_object
 
 if TYPE_CHECKING:
     from adaptive_bkg.backends.emulator.cost import CostModel
@@ -133,16 +134,8 @@ class DefaultStages:
         return self._load().model
 
     def validate(self) -> None:
-        from adaptive_bkg.backends import make_backend, resolve_skim
-        from adaptive_bkg.stats.sampling import make_policy
-
-        for skim in self.skims:
-            resolve_skim(skim)
-        make_policy(self.cfg.policy, self.skims)
-        # Built once here and dropped: an unknown name or plugin, a plugin that fails to build,
-        # an external command template without {input}/{output}, a missing replay file, all
-        # fail now in one line instead of inside every simulate actor after Ray started.
-        make_backend(self.cfg.backend, self.skims, Beams.of(self.cfg.generator))
+        # Skims, policy and backend are checked before this, without torch, by plan_run
+        # (pipeline/preflight.check_stage_inputs): here only what needs the model.
         self._device()
         self._load()  # wrong or missing checkpoint -> UserError now, before any file exists
 
@@ -248,8 +241,6 @@ def make_factory(cfg: Config, skims: tuple[str, ...], learn: bool) -> StageFacto
     """The configured factory: `run.stages` = "default" or an import path module:Factory."""
     if cfg.run.stages == "default":
         return DefaultStages(cfg, skims, learn)
-    from adaptive_bkg.backends import load_object
-
     factory_cls: Callable[..., StageFactory] = load_object(cfg.run.stages, "stage factory")
     if not callable(factory_cls):
         raise UserError(

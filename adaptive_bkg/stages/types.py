@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 from adaptive_bkg.formats.events import EventBatch
 from adaptive_bkg.stats.sampling import PolicyState
+
+if TYPE_CHECKING:
+    import torch  # annotations only: the messages carry tensors, this module never makes one
 
 
 @dataclass(frozen=True, eq=False)

@@ -25,11 +25,9 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
-import torch
-
 from adaptive_bkg.config import Config, with_overrides
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.pipeline.replay import replay_run
+from adaptive_bkg.pipeline.plan import ProductionRequest, apply_request
 
 ALIASES = {"policy": "policy.name"}
 _BOOL = {"on": True, "true": True, "yes": True, "off": False, "false": False, "no": False}
@@ -99,9 +97,14 @@ class PointResult:
 
 def _run_point(cfg_json: str, data: str, point: GridPoint, run_dir: str) -> PointResult:
     """One replay in a worker process (module-level: it is pickled by reference)."""
+    # lazy: the CLI imports this module at start-up; only the worker needs torch and the stages
+    import torch
+
+    from adaptive_bkg.pipeline.replay import replay_run
+
     torch.set_num_threads(1)  # one core per point; also what makes points independent
     cfg = with_overrides(Config.model_validate(json.loads(cfg_json)), point.overrides)
-    cfg = with_overrides(cfg, [f"run.out={json.dumps(run_dir)}"])
+    cfg = apply_request(cfg, ProductionRequest(out=Path(run_dir)))
     try:
         result = replay_run(cfg, Path(data), learn=point.learn, show_live=False)
     except UserError as exc:
