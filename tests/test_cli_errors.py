@@ -97,40 +97,33 @@ CASES: dict[str, Case] = {
     "replay-corrupt-parquet": Case(
         ("replay", "corrupt.parquet", "--quiet", "--out", "out"),
         "not a readable Parquet file",
-        needs_torch=True,
     ),
     "replay-foreign-parquet": Case(
         ("replay", "foreign.parquet", "--quiet", "--out", "out"),
         "expected an events or labelled-events file",
-        needs_torch=True,
     ),
     "checkpoint-not-torch": Case(
         (*RUN, *_set("model.checkpoint=garbage.pt")),
         "garbage.pt is not an adaptive-bkg",
-        needs_torch=True,
     ),
     "checkpoint-foreign": Case(
         (*RUN, *_set("model.checkpoint=foreign.pt")),
         "foreign.pt is not an adaptive-bkg",
-        needs_torch=True,
     ),
     "unreachable-address": Case(
         (*RUN, "--address", "127.0.0.1:1"),
         "cannot reach the Ray cluster at '127.0.0.1:1'",
         pre_ray=False,
-        needs_torch=True,
     ),
     "unreachable-ray-client": Case(
         (*RUN, "--address", "ray://127.0.0.1:1"),
         "cannot reach the Ray cluster",
         pre_ray=False,
-        needs_torch=True,
     ),
     "bad-address": Case(
         (*RUN, "--address", "not-an-address"),
         "bad Ray address 'not-an-address'",
         pre_ray=False,
-        needs_torch=True,
     ),
 }
 

@@ -37,6 +37,11 @@ def default_checkpoint(preset: str = "part-small") -> Path:
     return path
 
 
+def resolve_checkpoint(checkpoint: str | Path | None, preset: str) -> Path:
+    """`model.checkpoint` if given, else the shipped checkpoint of `model.preset`."""
+    return Path(checkpoint) if checkpoint is not None else default_checkpoint(preset)
+
+
 def __getattr__(name: str) -> object:
     # HELD_OUT_SKIMS lives in skims.py; imported on first use, since importing the emulator
     # (numpy, pyarrow, ~0.4 s) is more than `default_checkpoint` callers need.

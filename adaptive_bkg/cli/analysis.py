@@ -89,7 +89,7 @@ def sweep(
     """Replay DATA over a grid of settings in parallel processes, then compare the replays."""
     # The plan (scipy) and the replay driver (torch): imported when the command runs.
     from adaptive_bkg.pipeline.plan import ProductionRequest, production_config
-    from adaptive_bkg.pipeline.replay import check_replayable
+    from adaptive_bkg.pipeline.preflight import check_replayable
     from adaptive_bkg.workflows.compare import compare_runs
 
     request = ProductionRequest(

@@ -109,10 +109,13 @@ def replay(
     set_: SetOption = None,
 ) -> None:
     """Replay a recorded dataset through the same stages, offline, without Ray."""
-    from adaptive_bkg.pipeline.plan import ProductionRequest, production_config  # scipy: start-up
+    from adaptive_bkg.backends.plugins import resolve_plugins  # scipy: start-up
+    from adaptive_bkg.pipeline.plan import ProductionRequest, production_config
+    from adaptive_bkg.pipeline.preflight import check_replayable
 
     request = ProductionRequest(chosen_skims(skim, skims), budget, events, None, policy, out)
     cfg = production_config(request, config, set_ or ())
+    check_replayable(resolve_plugins(cfg), data)  # a missing or foreign file: before torch
     where = f"replaying {data} in this process"
     console.print(start_line(cfg, not no_learn, where), highlight=False, soft_wrap=True)
     # The replay driver imports the stages (torch): after the options are checked.

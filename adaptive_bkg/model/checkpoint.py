@@ -22,11 +22,10 @@ from typing import Any
 import torch
 
 from adaptive_bkg.errors import UserError
+from adaptive_bkg.model.checkpoint_header import FORMAT, FORMAT_VERSION, HINT, read_header
 from adaptive_bkg.model.features import pdg_vocab
 from adaptive_bkg.model.part import PartConfig, ParticleTransformer
 
-FORMAT = "adaptive-bkg-model"
-FORMAT_VERSION = 1
 MetaValue = float | int | str
 
 
@@ -77,23 +76,15 @@ def save_checkpoint(
 
 
 def _read_payload(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} not found")
+    read_header(path)  # missing, not a torch file, foreign or another version: one line, no torch
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load on arbitrary bytes raises almost anything (KeyError...)
+        payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load on damaged bytes raises almost anything (KeyError...)
         # torch's own messages run to paragraphs about weights_only; the type says enough.
         raise UserError(
             f"{path} is not an adaptive-bkg checkpoint (torch.load failed: {type(exc).__name__}); "
-            "give a .pt written by pretrain, finetune or run"
+            f"{HINT}"
         ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UserError(f"{path} is not an adaptive-bkg checkpoint (no '{FORMAT}' header)")
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise UserError(
-            f"checkpoint {path} has format version {payload.get('format_version')}; "
-            f"this adaptive-bkg reads version {FORMAT_VERSION}"
-        )
     return payload
 
 

@@ -22,7 +22,12 @@ from adaptive_bkg.config import Config, load_config, with_fresh_seed, with_overr
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.interfaces import StageFactory
 from adaptive_bkg.pipeline.budget import StopRule, parse_budget
-from adaptive_bkg.pipeline.preflight import check_local_ray, check_run_dir, check_stage_inputs
+from adaptive_bkg.pipeline.preflight import (
+    check_local_ray,
+    check_reachable,
+    check_run_dir,
+    check_stage_inputs,
+)
 
 
 @dataclass(frozen=True)
@@ -193,8 +198,8 @@ def plan_run(
     the checks that need no model first, before torch is imported.
 
     `resume`: continue the run directory `run.out` (config from `resume_config`).
-    `local_ray`: the run will start a Ray instance on this machine (unless `ray.address` joins a
-    cluster): check now that its resources fit the machine (`orchestrate` checks it again)."""
+    `local_ray`: the run goes through Ray: check now that a local instance fits the machine, or
+    that the cluster at `ray.address` answers (`orchestrate` checks both again)."""
     cfg = with_fresh_seed(resolve_plugins(cfg))  # plugin skims go by their name from here on
     skims = tuple(cfg.run.skims)
     if not skims:
@@ -215,7 +220,9 @@ def plan_run(
         run_dir = Path("runs") / f"{stamp}-{tag}{name}"
     if not resume:
         check_run_dir(run_dir)
-    if local_ray and cfg.ray.address is None:
+    if local_ray and cfg.ray.address is not None:
+        check_reachable(cfg.ray.address)
+    elif local_ray:
         check_local_ray(cfg.ray)
     learn = learn and cfg.learner.enabled
     if factory is None and cfg.run.stages == "default":

@@ -14,8 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from adaptive_bkg.backends import make_backend, resolve_skim
+from adaptive_bkg.backends.labelled import recorded_skims
+from adaptive_bkg.checkpoints import resolve_checkpoint
 from adaptive_bkg.config import Config, RayConfig
 from adaptive_bkg.errors import UserError
+from adaptive_bkg.generators.recorded import FileSource
+from adaptive_bkg.model.checkpoint_header import read_header
 from adaptive_bkg.physics.beams import Beams
 from adaptive_bkg.stats.sampling import make_policy
 
@@ -43,13 +47,15 @@ def check_run_dir(run_dir: Path) -> None:
 
 
 def check_stage_inputs(cfg: Config, skims: Sequence[str]) -> None:
-    """The default stages' inputs that need no model: every skim resolves, the policy builds
-    for them, and the backend builds once here and is dropped: an unknown name or plugin, a
-    plugin that fails to build, an external command template without {input}/{output}, a
-    missing replay file, all fail now in one line instead of inside every simulate actor."""
+    """The default stages' inputs, checked without torch: every skim resolves, the policy builds
+    for them, the checkpoint is an adaptive-bkg checkpoint (its header, read without torch), and
+    the backend builds once here and is dropped: an unknown name or plugin, a plugin that fails
+    to build, an external command template without {input}/{output}, a missing replay file, all
+    fail now in one line instead of inside every simulate actor."""
     for skim in skims:
         resolve_skim(skim)
     make_policy(cfg.policy, skims)
+    read_header(resolve_checkpoint(cfg.model.checkpoint, cfg.model.preset))
     make_backend(cfg.backend, skims, Beams.of(cfg.generator))
 
 
@@ -122,3 +128,22 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
             f"cannot reach the Ray cluster at '{address}' ({exc.strerror or exc}); start one with "
             "`ray start --head` (docs/cluster.md) or leave out --address"
         ) from None
+
+
+def check_replayable(cfg: Config, data: Path) -> None:
+    """Fail before anything is written when `data` is missing, not an event file, or (with
+    labels from the file) lacks labels for a requested skim."""
+    data = Path(data)
+    if not data.exists():
+        raise UserError(f"replay data {data} not found")
+    FileSource(data)  # not Parquet, or neither events nor labelled events: one line
+    if cfg.backend.name != "emulator":
+        return  # labels come from the configured backend
+    available = recorded_skims(data)
+    absent = [s for s in cfg.run.skims if s not in available]
+    if absent:
+        raise UserError(
+            f"{data} has no labels for skim(s) {', '.join(absent)} (it has: "
+            f"{', '.join(available) or 'none'}); pick one of those with --skim, or label events "
+            f"for it: adaptive-bkg label --skims {','.join(absent)} -o FILE"
+        )

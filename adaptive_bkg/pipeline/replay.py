@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adaptive_bkg.backends.labelled import recorded_skims
 from adaptive_bkg.backends.plugins import resolve_plugins
 from adaptive_bkg.config import Config, with_overrides
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.generators.recorded import FileSource
 from adaptive_bkg.pipeline.budget import stop_on_signals
 from adaptive_bkg.pipeline.plan import RunPlan, plan_run
+from adaptive_bkg.pipeline.preflight import check_replayable
 from adaptive_bkg.pipeline.runbook import RunBook, RunResult
 from adaptive_bkg.pipeline.step import DriverStep, prime_learner
 from adaptive_bkg.stages.build import DefaultStages
@@ -69,26 +68,6 @@ def run_serial(plan: RunPlan, show_live: bool | None = None) -> RunResult:
         finally:
             final = recorder.close()
     return step.finish(final, learner.full_snapshot())
-
-
-def check_replayable(cfg: Config, data: Path) -> None:
-    """Fail before anything is written when `data` is missing, not an event file, or (with
-    labels from the file) lacks labels for a requested skim."""
-
-    data = Path(data)
-    if not data.exists():
-        raise UserError(f"replay data {data} not found")
-    FileSource(data)  # not Parquet, or neither events nor labelled events: one line
-    if cfg.backend.name != "emulator":
-        return  # labels come from the configured backend
-    available = recorded_skims(data)
-    absent = [s for s in cfg.run.skims if s not in available]
-    if absent:
-        raise UserError(
-            f"{data} has no labels for skim(s) {', '.join(absent)} (it has: "
-            f"{', '.join(available) or 'none'}); pick one of those with --skim, or label events "
-            f"for it: adaptive-bkg label --skims {','.join(absent)} -o FILE"
-        )
 
 
 def replay_run(

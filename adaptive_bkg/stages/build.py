@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from adaptive_bkg.checkpoints import resolve_checkpoint
 from adaptive_bkg.config import Config, ModelConfig
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.formats.events import EventBatch
@@ -82,11 +83,7 @@ class DefaultStages:
 
     @cached_property
     def checkpoint_path(self) -> Path:
-        if self.cfg.model.checkpoint is not None:
-            return Path(self.cfg.model.checkpoint)
-        from adaptive_bkg.checkpoints import default_checkpoint
-
-        return Path(default_checkpoint(self.cfg.model.preset))
+        return resolve_checkpoint(self.cfg.model.checkpoint, self.cfg.model.preset)
 
     @cached_property
     def cost_model(self) -> CostModel | None:
