@@ -95,11 +95,12 @@ def npmle(
     g = np.full(len(support), 1.0 / len(support)) if start is None else start.copy()
 
     def step(h: F64) -> F64:
-        h = h * (like.T @ (freq / (like @ h)))
+        # The floor keeps a count that h gives (numerically) zero probability from dividing by 0.
+        h = h * (like.T @ (freq / np.maximum(like @ h, 1e-300)))
         return h / h.sum()
 
     def log_lik_per_event(h: F64) -> float:
-        return float(freq @ np.log(like @ h))
+        return float(freq @ np.log(np.maximum(like @ h, 1e-300)))
 
     # EM for mixture weights converges sublinearly; SQUAREM (Varadhan & Roland 2008, scheme
     # S3) extrapolates two EM steps and falls back to them when that does not improve.
