@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.formats.events import BKG_TYPES, CROSS_SECTIONS_NB, parse_bkg_types
+from adaptive_bkg.physics.processes import BKG_TYPES, CROSS_SECTIONS_NB, parse_bkg_types
 
 MAX_SEED = (1 << 63) - 1
 """Largest generator base seed (an int64 in every file that stores it)."""
@@ -203,8 +203,7 @@ class ModelConfig(Section):
         return value
 
 
-# Keep-probability policies implemented in adaptive_bkg/stats/sampling.py (listed here so that the
-# config can validate the name without importing sampling, which imports this module).
+# The policies of stats/sampling.py, named here: sampling imports this module, not the reverse.
 POLICY_NAMES: tuple[str, ...] = (
     "sqrt-optimal",
     "identity",
@@ -216,17 +215,12 @@ POLICY_NAMES: tuple[str, ...] = (
 
 
 class PolicyConfig(Section):
-    """Keep-probability policy (adaptive_bkg/stats/sampling.py, docs/statistics.md).
-
-    a, b, c are shape parameters whose meaning and default depend on the policy:
-    skewed-sigmoid p = (1 + a·e^(−c(x−b)))^(−1/a) on the logit x (defaults a=1, b=0, c=1, the
-    plain sigmoid); basf2-exp p = exp(a·(x − b)) (defaults a=0.47, b=−0.25; c unused).
-    """
+    """Keep-probability policy (adaptive_bkg/stats/sampling.py, docs/statistics.md). a, b, c:
+    shape parameters of skewed-sigmoid and basf2-exp; their forms and defaults are in sampling."""
 
     name: str = Field(
         default="sqrt-optimal",
-        description="sqrt-optimal | identity | skewed-sigmoid | basf2-exp | none"
-        " | hard-cut (BIASED, demonstrations only)",
+        description=" | ".join(POLICY_NAMES) + " (hard-cut is BIASED: demonstrations only)",
     )
     p_min: float = Field(default=0.01, gt=0, le=1, description="floor on p; bounds w <= 1/p_min")
     k: float = Field(

@@ -17,3 +17,10 @@ def first_line(exc: BaseException) -> str:
     one-line error quotes from a library's multi-line message."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def describe(exc: BaseException) -> str:
+    """`TypeName: first line of the message` (or just the type name): how a one-line error
+    quotes a failure in a user's code, where the exception type is part of the story."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {first_line(exc)}" if text else type(exc).__name__

@@ -1,12 +1,13 @@
 """Tree baseline: a gradient-boosted classifier per skim on ~50 hand-written event features.
 
 The yardstick every filter network is compared with: what a physicist builds in an afternoon.
-Features (generator level, CMS frame via the Υ(4S) boost of the emulator's `Beams`):
+Features (generator level, in the CMS frame of the configured beams, `physics.beams`):
 multiplicities (all, final state, charged tracks in the CDC acceptance, photons in the ECL,
 leptons, kaons, protons, neutrinos), leading and second lepton/track/photon momenta, visible
 energy in acceptance and missing momentum, counts and leading momenta of K_S, π0, η, D0, D+,
 D_s, D*+, D*0, J/ψ, φ, Λ, K_L, B and τ in the decay tree, event shapes (Fox-Wolfram R2,
-sphericity, aplanarity, thrust about the sphericity axis) and the background type.
+sphericity, aplanarity, thrust about the sphericity axis; `physics.shapes`) and the background
+type.
 
 Per skim, scikit-learn's `HistGradientBoostingClassifier` is trained on the first
 `--train` events and scored on the last `--test` events of one labelled file, with the same
@@ -38,38 +39,44 @@ import numpy as np
 from numpy.typing import NDArray
 
 from adaptive_bkg.backends.emulator.cost import CostModel
-from adaptive_bkg.backends.emulator.skims import Beams
-from adaptive_bkg.config import load_config
+from adaptive_bkg.config import GeneratorConfig, load_config
 from adaptive_bkg.formats.events import EventBatch
 from adaptive_bkg.generators.truth import final_state_mask, pdg_charge
-from adaptive_bkg.model.training import weighted_auc
+from adaptive_bkg.physics.beams import Beams
+from adaptive_bkg.physics.pdg import NEUTRINOS, PDG
+from adaptive_bkg.physics.shapes import (
+    aplanarity,
+    event_sums,
+    fox_wolfram_r2,
+    momentum_tensor,
+    sphericity,
+    sphericity_axes,
+    thrust_about,
+)
+from adaptive_bkg.stats.metrics import weighted_auc
 from adaptive_bkg.workflows.bayes_limit import scored_speedup
 
 F64 = NDArray[np.float64]
 CDC_THETA = (math.radians(17.0), math.radians(150.0))
 ECL_THETA = (math.radians(12.4), math.radians(155.1))
 TREE_PARTICLES: dict[str, int] = {
-    "ks": 310,
-    "pi0": 111,
-    "eta": 221,
-    "d0": 421,
-    "dplus": 411,
-    "ds": 431,
-    "dstar_plus": 413,
-    "dstar0": 423,
-    "jpsi": 443,
-    "phi": 333,
-    "lambda": 3122,
-    "kl": 130,
-    "b_charged": 521,
-    "b0": 511,
-    "tau": 15,
+    "ks": PDG.K_S0,
+    "pi0": PDG.PI0,
+    "eta": PDG.ETA,
+    "d0": PDG.D0,
+    "dplus": PDG.D_PLUS,
+    "ds": PDG.D_S_PLUS,
+    "dstar_plus": PDG.D_STAR_PLUS,
+    "dstar0": PDG.D_STAR0,
+    "jpsi": PDG.J_PSI,
+    "phi": PDG.PHI,
+    "lambda": PDG.LAMBDA,
+    "kl": PDG.K_L0,
+    "b_charged": PDG.B_PLUS,
+    "b0": PDG.B0,
+    "tau": PDG.TAU_MINUS,
 }
 MOMENTUM_OF = ("ks", "pi0", "d0", "dplus", "dstar_plus", "jpsi", "phi")
-
-
-def _per_event(index: NDArray[np.int64], values: F64, n: int) -> F64:
-    return np.bincount(index, weights=values, minlength=n).astype(np.float64)
 
 
 def _top2(
@@ -91,8 +98,9 @@ def _top2(
 
 
 def event_features(batch: EventBatch, beams: Beams | None = None) -> tuple[F64, tuple[str, ...]]:
-    """[n, F] float64 feature matrix and the feature names (see the module docstring)."""
-    beams = beams or Beams()
+    """[n, F] float64 feature matrix and the feature names (see the module docstring); beams:
+    None = the configuration's default beams."""
+    beams = beams or Beams.of(GeneratorConfig())
     n = len(batch)
     ev = batch.particle_event_index
     e, px, py, pz = (
@@ -106,67 +114,60 @@ def event_features(batch: EventBatch, beams: Beams | None = None) -> tuple[F64, 
     apdg = np.abs(batch.pdg.astype(np.int64))
     final = final_state_mask(batch)
     charged = pdg_charge(batch.pdg) != 0
-    neutrino = np.isin(apdg, (12, 14, 16))
+    neutrino = np.isin(apdg, NEUTRINOS)
     in_cdc = (theta > CDC_THETA[0]) & (theta < CDC_THETA[1])
     in_ecl = (theta > ECL_THETA[0]) & (theta < ECL_THETA[1])
     track = final & charged & in_cdc & (pt > 0.1)
-    photon = final & (apdg == 22) & in_ecl & (e > 0.05)
-    lepton = track & np.isin(apdg, (11, 13))
+    photon = final & (apdg == PDG.GAMMA) & in_ecl & (e > 0.05)
+    electron, muon = PDG.E_MINUS, PDG.MU_MINUS
+    lepton = track & np.isin(apdg, (electron, muon))
     visible = final & ~neutrino & (track | (in_ecl & ~charged))
     cols: dict[str, F64] = {}
     one = np.ones_like(e)
     cols["n_particles"] = batch.n_particles.astype(np.float64)
-    cols["n_final"] = _per_event(ev, final * one, n)
-    cols["n_tracks"] = _per_event(ev, track * one, n)
-    cols["n_photons"] = _per_event(ev, photon * one, n)
-    cols["n_photons_1gev"] = _per_event(ev, (photon & (e_cm > 1.0)) * one, n)
-    cols["n_electrons"] = _per_event(ev, (track & (apdg == 11)) * one, n)
-    cols["n_muons"] = _per_event(ev, (track & (apdg == 13)) * one, n)
-    cols["n_kaons"] = _per_event(ev, (track & (apdg == 321)) * one, n)
-    cols["n_protons"] = _per_event(ev, (track & (apdg == 2212)) * one, n)
-    cols["n_neutrinos"] = _per_event(ev, (final & neutrino) * one, n)
-    cols["net_charge"] = _per_event(ev, np.where(track, pdg_charge(batch.pdg), 0.0), n)
+    cols["n_final"] = event_sums(ev, final * one, n)
+    cols["n_tracks"] = event_sums(ev, track * one, n)
+    cols["n_photons"] = event_sums(ev, photon * one, n)
+    cols["n_photons_1gev"] = event_sums(ev, (photon & (e_cm > 1.0)) * one, n)
+    cols["n_electrons"] = event_sums(ev, (track & (apdg == electron)) * one, n)
+    cols["n_muons"] = event_sums(ev, (track & (apdg == muon)) * one, n)
+    cols["n_kaons"] = event_sums(ev, (track & (apdg == PDG.K_PLUS)) * one, n)
+    cols["n_protons"] = event_sums(ev, (track & (apdg == PDG.PROTON)) * one, n)
+    cols["n_neutrinos"] = event_sums(ev, (final & neutrino) * one, n)
+    cols["net_charge"] = event_sums(ev, np.where(track, pdg_charge(batch.pdg), 0.0), n)
     for name, mask in (
         ("lepton", lepton),
-        ("electron", track & (apdg == 11)),
-        ("muon", track & (apdg == 13)),
+        ("electron", track & (apdg == electron)),
+        ("muon", track & (apdg == muon)),
         ("track", track),
         ("photon", photon),
     ):
         values = e_cm if name == "photon" else p_cm
         cols[f"p1_{name}"], cols[f"p2_{name}"] = _top2(ev, values, mask, n)
-    cols["sum_p_tracks"] = _per_event(ev, np.where(track, p_cm, 0.0), n)
-    cols["sum_e_photons"] = _per_event(ev, np.where(photon, e_cm, 0.0), n)
-    cols["e_vis"] = _per_event(ev, np.where(visible, e_cm, 0.0), n)
-    cols["e_vis_all"] = _per_event(ev, np.where(final & ~neutrino, e_cm, 0.0), n)
-    miss = [_per_event(ev, np.where(visible, -c, 0.0), n) for c in (px_cm, py_cm, pz_cm)]
+    cols["sum_p_tracks"] = event_sums(ev, np.where(track, p_cm, 0.0), n)
+    cols["sum_e_photons"] = event_sums(ev, np.where(photon, e_cm, 0.0), n)
+    cols["e_vis"] = event_sums(ev, np.where(visible, e_cm, 0.0), n)
+    cols["e_vis_all"] = event_sums(ev, np.where(final & ~neutrino, e_cm, 0.0), n)
+    miss = [event_sums(ev, np.where(visible, -c, 0.0), n) for c in (px_cm, py_cm, pz_cm)]
     cols["p_miss"] = np.sqrt(miss[0] ** 2 + miss[1] ** 2 + miss[2] ** 2)
     cols["cos_miss"] = np.where(cols["p_miss"] > 0, miss[2] / np.maximum(cols["p_miss"], 1e-12), 0)
     cols["e_lab_max_track"] = _top2(ev, p_lab, track, n)[0]
     for name, code in TREE_PARTICLES.items():
         mask = apdg == code
-        cols[f"n_{name}"] = _per_event(ev, mask * one, n)
+        cols[f"n_{name}"] = event_sums(ev, mask * one, n)
         if name in MOMENTUM_OF:
             cols[f"p1_{name}"] = _top2(ev, p_cm, mask, n)[0]
-    # Event shapes of the visible final state: linearised momentum tensor T_ab = Σ p_a p_b/|p|.
-    w = np.where(visible & (p_cm > 0), 1.0 / np.maximum(p_cm, 1e-12), 0.0)
-    comps = (px_cm, py_cm, pz_cm)
-    tensor = np.zeros((n, 3, 3))
-    for a in range(3):
-        for b in range(a, 3):
-            tensor[:, a, b] = tensor[:, b, a] = _per_event(ev, w * comps[a] * comps[b], n)
-    sum_p = _per_event(ev, np.where(visible, p_cm, 0.0), n)
-    safe = np.maximum(sum_p, 1e-12)
-    # Fox-Wolfram: Σ_ij |p_i||p_j| P2(cos θ_ij) = 1.5·||T||² − 0.5·(Σ|p|)²
-    cols["r2"] = np.where(
-        sum_p > 0, (1.5 * np.sum(tensor**2, axis=(1, 2)) - 0.5 * sum_p**2) / safe**2, 0.0
-    )
-    eigval, eigvec = np.linalg.eigh(tensor / safe[:, None, None])  # ascending
-    cols["sphericity"] = 1.5 * (eigval[:, 0] + eigval[:, 1])
-    cols["aplanarity"] = 1.5 * eigval[:, 0]
+    # Event shapes of the visible final state (particles with p > 0 in the tensor).
+    sel = visible & (p_cm > 0)
+    ev_s, px_s, py_s, pz_s = ev[sel], px_cm[sel], py_cm[sel], pz_cm[sel]
+    tensor = momentum_tensor(ev_s, px_s, py_s, pz_s, p_cm[sel], n)
+    sum_p = event_sums(ev, np.where(visible, p_cm, 0.0), n)
+    cols["r2"] = fox_wolfram_r2(tensor, sum_p)
+    eigval, eigvec = sphericity_axes(tensor, sum_p)  # ascending
+    cols["sphericity"] = sphericity(eigval)
+    cols["aplanarity"] = aplanarity(eigval)
     axis = eigvec[:, :, 2]  # leading eigenvector
-    proj = np.abs(px_cm * axis[ev, 0] + py_cm * axis[ev, 1] + pz_cm * axis[ev, 2])
-    cols["thrust"] = _per_event(ev, np.where(visible, proj, 0.0), n) / safe
+    cols["thrust"] = thrust_about(ev_s, px_s, py_s, pz_s, axis, sum_p)
     cols["cos_thrust_axis"] = np.abs(axis[:, 2])
     cols["bkg_type"] = batch.bkg_type.astype(np.float64)
     names = tuple(cols)
@@ -194,7 +195,7 @@ def run(
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     from adaptive_bkg.formats.labelled import read_labelled
-    from adaptive_bkg.stats.metrics import oracle_speedup
+    from adaptive_bkg.stats.speedup import oracle_speedup
 
     labelled = read_labelled(data)
     if len(labelled) < n_train + n_test:

@@ -51,7 +51,8 @@ from adaptive_bkg.backends.emulator.cost import CostModel
 from adaptive_bkg.checkpoints import HELD_OUT_SKIMS, default_checkpoint
 from adaptive_bkg.config import load_config
 from adaptive_bkg.formats.labelled import LabelledEvents, read_labelled
-from adaptive_bkg.model.training import fit, init_heads_from_prior, validate_skims
+from adaptive_bkg.model.fitting import fit, validate_skims
+from adaptive_bkg.model.training import init_heads_from_prior
 from adaptive_bkg.workflows.recipes import build_trainer, finetune_model
 
 MODES = ("scratch", "head", "full", "ssl-full", "tree")

@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
-from adaptive_bkg.formats.events import BKG_TYPES, EventBatch, make_event_ids
+from adaptive_bkg.formats.events import EventBatch, make_event_ids
+from adaptive_bkg.physics.processes import BKG_TYPES
 
 # --- backends engineer: hand-built events that need no generator ------------------------------
 

@@ -18,6 +18,14 @@ from typer.testing import CliRunner
 from adaptive_bkg.cli import app
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.pipeline.live import read_metrics
+from adaptive_bkg.pipeline.plots import (
+    keep_probability_by_label,
+    plot_run,
+    progress_curves,
+    roc_by_version,
+    weighted_roc,
+    weights_by_version,
+)
 from adaptive_bkg.pipeline.replay import run_serial
 from adaptive_bkg.stages.recorder import load_summary, read_records
 from adaptive_bkg.workflows.compare import (
@@ -25,14 +33,6 @@ from adaptive_bkg.workflows.compare import (
     speedup_relative_error,
     table_cells,
     time_to_speedup,
-)
-from adaptive_bkg.workflows.plots import (
-    keep_probability_by_label,
-    plot_run,
-    progress_curves,
-    roc_by_version,
-    weighted_roc,
-    weights_by_version,
 )
 
 

@@ -25,8 +25,8 @@ from adaptive_bkg.cli import app
 from adaptive_bkg.config import BackendConfig, load_config
 from adaptive_bkg.formats.events import EventBatch, write_events
 from adaptive_bkg.interfaces import SimResult
-from adaptive_bkg.stats.metrics import expected_speedup
-from adaptive_bkg.stats.sampling import fit_sqrt_k
+from adaptive_bkg.stats.policy_fit import fit_sqrt_k
+from adaptive_bkg.stats.speedup import expected_speedup
 from adaptive_bkg.workflows.bayes_limit import (
     BayesLimitResult,
     estimate_bayes_limit,

@@ -14,11 +14,12 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from adaptive_bkg.backends.emulator.skims import Beams
+from adaptive_bkg.config import GeneratorConfig
 from adaptive_bkg.formats.events import EventBatch, make_event_ids
 from adaptive_bkg.formats.labelled import write_labelled
 from adaptive_bkg.interfaces import SimResult
 from adaptive_bkg.model.synthetic import synthetic_events
+from adaptive_bkg.physics.beams import Beams
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +75,7 @@ def test_tree_features_of_a_hand_built_event() -> None:
     x, names = tree.event_features(event)
     f = dict(zip(names, x[0], strict=True))
     assert 45 <= len(names) <= 60
-    e_cm, px, py, pz = Beams().to_cms(
+    e_cm, px, py, pz = Beams.of(GeneratorConfig()).to_cms(
         event.E.astype(float),
         event.px.astype(float),
         event.py.astype(float),
@@ -98,9 +99,9 @@ def test_tree_features_of_a_hand_built_event() -> None:
 
 def test_two_back_to_back_tracks_have_r2_and_thrust_one() -> None:
     tree = _load("baseline_tree")
-    beams = Beams()
+    beams = Beams.of(GeneratorConfig())
     # Two pions back to back in the CMS, boosted to the lab.
-    bx, by, bz = beams.boost
+    bx, by, bz = beams.beta
     gamma = 1 / math.sqrt(1 - bx**2 - by**2 - bz**2)
     p = np.array([[1.5, 0.8, 0.2], [-1.5, -0.8, -0.2]])
     e = np.sqrt((p**2).sum(axis=1) + 0.1396**2)

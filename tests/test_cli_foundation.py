@@ -12,9 +12,10 @@ from adaptive_bkg import __version__
 from adaptive_bkg.cli import app
 from adaptive_bkg.config import GeneratorConfig
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.formats.events import BKG_TYPES, read_events, write_events
+from adaptive_bkg.formats.events import read_events, write_events
 from adaptive_bkg.generators import generate_to_file
 from adaptive_bkg.generators.pythia import stream_seed
+from adaptive_bkg.physics.processes import BKG_TYPES
 
 runner = CliRunner()
 

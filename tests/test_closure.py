@@ -15,13 +15,9 @@ import pytest
 
 from adaptive_bkg.config import PolicyConfig
 from adaptive_bkg.stats.calibration import Calibrator, sigmoid
-from adaptive_bkg.stats.metrics import (
-    RunAccumulator,
-    confusion_fractions,
-    expected_speedup,
-    speedup_closed_form,
-)
+from adaptive_bkg.stats.metrics import RunAccumulator
 from adaptive_bkg.stats.sampling import BiasedPolicyWarning, Policy, draw_keep, make_policy
+from adaptive_bkg.stats.speedup import confusion_fractions, expected_speedup, speedup_closed_form
 
 T_FAST, T_NN, T_SLOW = 1.0, 1.0, 100.0
 BINS = np.linspace(-1.0, 5.0, 21)  # 20 bins of the observable m, covering the passing events

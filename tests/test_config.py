@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from adaptive_bkg.cli import app
 from adaptive_bkg.config import GeneratorConfig, load_config, with_overrides
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.formats.events import BKG_TYPES
+from adaptive_bkg.physics.processes import BKG_TYPES
 
 runner = CliRunner()
 

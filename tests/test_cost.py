@@ -29,12 +29,11 @@ from adaptive_bkg.cli import app
 from adaptive_bkg.config import BackendConfig, CostConfig, load_config
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.formats.events import (
-    BKG_TYPES,
-    CROSS_SECTIONS_NB,
     EventBatch,
     make_event_ids,
     write_events,
 )
+from adaptive_bkg.physics.processes import BKG_TYPES, CROSS_SECTIONS_NB
 
 runner = CliRunner()
 

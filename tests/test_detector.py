@@ -17,13 +17,8 @@ from adaptive_bkg.backends.emulator.conditions import (
     K,
     detector_params,
 )
-from adaptive_bkg.backends.emulator.detector import (
-    KSHORT,
-    LAMBDA,
-    normal,
-    simulate_detector,
-    uniform,
-)
+from adaptive_bkg.backends.emulator.detector import KSHORT, LAMBDA, simulate_detector
+from adaptive_bkg.backends.emulator.randomness import normal, uniform
 from adaptive_bkg.config import BackendConfig
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.formats.events import EventBatch, make_event_ids

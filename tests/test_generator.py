@@ -8,16 +8,12 @@ import pytest
 from adaptive_bkg.config import MAX_SEED, GeneratorConfig
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.formats.events import (
-    BKG_TYPES,
-    CROSS_SECTIONS_NB,
     EventBatch,
     decode_event_ids,
     physics_hashes,
 )
 from adaptive_bkg.generators.pythia import (
     PYTHIA_MAX_SEED,
-    X_D,
-    Beams,
     PythiaGenerator,
     beam_four_momentum,
     generate_events,
@@ -31,6 +27,9 @@ from adaptive_bkg.generators.truth import (
     pdg_charge,
     per_event_sum,
 )
+from adaptive_bkg.generators.upsilon import X_D
+from adaptive_bkg.physics.beams import Beams
+from adaptive_bkg.physics.processes import BKG_TYPES, CROSS_SECTIONS_NB
 
 C_CM_PER_NS = 29.9792458
 NO_SPREAD = GeneratorConfig(energy_spread=False)
@@ -73,7 +72,7 @@ def test_beams_carry_crossing_angle_and_boost():
     # basf2 Y4S preset: px = (7.004 + 4.002) sin(41.5 mrad) = 0.4566, pz ≈ 3.0, √s = 10.5794.
     assert total[1] == pytest.approx(0.4566, abs=1e-4)
     assert total[3] == pytest.approx(2.9994, abs=1e-3)
-    assert Beams.from_config(NO_SPREAD).sqrt_s() == pytest.approx(10.5794, abs=2e-4)
+    assert Beams.of(NO_SPREAD).sqrt_s == pytest.approx(10.5794, abs=2e-4)
 
 
 @pytest.mark.parametrize("bkg_type", ["charged", "uubar"])
@@ -170,7 +169,7 @@ def test_b_angular_distribution_is_sin2(by_type: dict[str, EventBatch]):
     assert np.all(_count(batch, first_b) == 1)
     up = np.stack([getattr(batch, f)[is_upsilon] for f in ("E", "px", "py", "pz")], 1)
     b = np.stack([getattr(batch, f)[first_b] for f in ("E", "px", "py", "pz")], 1)
-    e_minus = np.array(Beams.from_config(NO_SPREAD).four_momenta()[0])
+    e_minus = np.array(Beams.of(NO_SPREAD).four_momenta()[0])
 
     def to_rest(p: np.ndarray) -> np.ndarray:
         beta = up[:, 1:] / up[:, :1]

@@ -9,16 +9,18 @@ import pytest
 
 from adaptive_bkg.stats.metrics import (
     RunAccumulator,
+    quantiles_from_histogram,
+    weight_histogram_edges,
+    weight_quantiles,
+)
+from adaptive_bkg.stats.speedup import (
     confusion_fractions,
     expected_speedup,
     fraction_of_oracle,
     n_eff,
     oracle_speedup,
-    quantiles_from_histogram,
     speedup_closed_form,
     speedup_measured,
-    weight_histogram_edges,
-    weight_quantiles,
 )
 
 SKIMS = ("dstar-d0pi", "radiative", "tau-generic")

@@ -9,18 +9,16 @@ import pytest
 
 from adaptive_bkg.config import PolicyConfig, load_config
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.stats.metrics import expected_speedup
+from adaptive_bkg.stats.policy_fit import expected_cost_objective, fit_sqrt_k, skewed_sigmoid
 from adaptive_bkg.stats.sampling import (
     POLICY_NAMES,
     BiasedPolicyWarning,
     Policy,
     PolicyState,
-    expected_cost_objective,
-    fit_sqrt_k,
     logit,
     make_policy,
-    skewed_sigmoid,
 )
+from adaptive_bkg.stats.speedup import expected_speedup
 
 T_FAST, T_NN, T_SLOW = 1.0, 1.0, 100.0  # the reference 1:1:100 cost ratio
 UNBIASED = [n for n in POLICY_NAMES if n != "hard-cut"]

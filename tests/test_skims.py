@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from adaptive_bkg.backends import make_backend
 from adaptive_bkg.backends.emulator import EmulatorBackend
+from adaptive_bkg.backends.emulator.candidates import pair_indices
 from adaptive_bkg.backends.emulator.conditions import detector_params
 from adaptive_bkg.backends.emulator.cost import CostModel
 from adaptive_bkg.backends.emulator.detector import simulate_detector
@@ -20,20 +21,19 @@ from adaptive_bkg.backends.emulator.retention import measure_retention
 from adaptive_bkg.backends.emulator.skims import (
     HELD_OUT_SKIMS,
     SKIMS,
-    Beams,
     SkimContext,
     get_skims,
-    pair_indices,
 )
 from adaptive_bkg.cli import app
-from adaptive_bkg.config import BackendConfig, load_config
+from adaptive_bkg.config import BackendConfig, GeneratorConfig, load_config
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.formats.events import EventBatch, make_event_ids
 from adaptive_bkg.interfaces import SimulationBackend
+from adaptive_bkg.physics.beams import Beams
 
 MASS = {11: 0.000511, 13: 0.105658, 211: 0.13957, 321: 0.493677, 22: 0.0, 310: 0.497611}
 M_D0, M_DSTAR, M_B, M_JPSI = 1.86484, 2.01026, 5.27966, 3.0969
-BEAMS = Beams()
+BEAMS = Beams.of(GeneratorConfig())
 # A perfect detector (no inefficiency, no smearing, perfect PID), so that each hand-built event
 # tests the skim's logic and nothing else.
 PERFECT = replace(
@@ -92,7 +92,7 @@ def two_body(parent: Vec4, m1: float, m2: float, axis: np.ndarray) -> tuple[Vec4
 def row(
     pdg: int, p4_cms: Vec4, vertex: tuple[float, float, float] = (0, 0, 0), mother: int = -1
 ) -> Row:
-    lab = boost(p4_cms, np.asarray(BEAMS.boost))
+    lab = boost(p4_cms, np.asarray(BEAMS.beta))
     return (pdg, float(lab[0]), float(lab[1]), float(lab[2]), float(lab[3]), vertex, mother)
 
 
@@ -125,7 +125,7 @@ def batch_of(events: list[list[Row]]) -> EventBatch:
 
 
 def context(events: list[list[Row]]) -> SkimContext:
-    return SkimContext(simulate_detector(batch_of(events), PERFECT, seed=1))
+    return SkimContext(simulate_detector(batch_of(events), PERFECT, seed=1), BEAMS)
 
 
 def passes(skim: str, event: list[Row]) -> bool:
@@ -196,7 +196,7 @@ def kshort_event(flight_cm: float) -> list[Row]:
     """A K_S decayed by the generator at `flight_cm`, plus the spherical other B."""
     ks = cms(MASS[310], 1.5, unit(80, 30))
     pip, pim = two_body(ks, MASS[211], MASS[211], unit(60, 120))
-    lab = boost(ks, np.asarray(BEAMS.boost))
+    lab = boost(ks, np.asarray(BEAMS.beta))
     vertex = tuple(float(v) for v in flight_cm * lab[1:] / np.linalg.norm(lab[1:]))
     ks_row = row(310, ks)
     rows = [ks_row, row(211, pip, vertex, mother=0), row(-211, pim, vertex, mother=0)]  # type: ignore[arg-type]
@@ -258,7 +258,7 @@ def test_skim_passes_designed_event_and_fails_modified_one(skim: str) -> None:
 # ---------------------------------------------------------------------------------------------
 def test_beams_and_boost() -> None:
     assert abs(BEAMS.sqrt_s - 10.579) < 0.002  # basf2 Y4S preset
-    e, px, py, pz = (np.array([v]) for v in BEAMS.four_momentum)
+    e, px, py, pz = (np.array([v]) for v in BEAMS.total)
     e_cms, *p_cms = BEAMS.to_cms(e, px, py, pz)
     assert abs(e_cms[0] - BEAMS.sqrt_s) < 1e-9
     np.testing.assert_allclose(np.ravel(p_cms), 0.0, atol=1e-9)

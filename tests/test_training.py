@@ -21,16 +21,12 @@ from adaptive_bkg.formats.events import EventBatch, write_events
 from adaptive_bkg.formats.labelled import LabelledEvents, write_labelled
 from adaptive_bkg.interfaces import SimResult
 from adaptive_bkg.model.checkpoint import load_checkpoint
+from adaptive_bkg.model.fitting import class_pos_weight, fit, validate_skims
 from adaptive_bkg.model.part import ParticleTransformer, preset
 from adaptive_bkg.model.predict import predict_logits
 from adaptive_bkg.model.synthetic import synthetic_events
-from adaptive_bkg.model.training import (
-    Trainer,
-    class_pos_weight,
-    fit,
-    validate_skims,
-    weighted_auc,
-)
+from adaptive_bkg.model.training import Trainer
+from adaptive_bkg.stats.metrics import weighted_auc
 
 runner = CliRunner()
 # Small inputs keep every CLI run to a few seconds on 2 shared cores.

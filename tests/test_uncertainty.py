@@ -14,8 +14,8 @@ from adaptive_bkg.config import load_config
 from adaptive_bkg.pipeline.live import MetricsRecord, read_metrics, render
 from adaptive_bkg.pipeline.replay import run_serial
 from adaptive_bkg.pipeline.runbook import RunResult, plan_run, result_lines
-from adaptive_bkg.stats.metrics import (
-    RunAccumulator,
+from adaptive_bkg.stats.metrics import RunAccumulator
+from adaptive_bkg.stats.speedup import (
     bootstrap_expected_speedup,
     expected_speedup,
     expected_speedup_weighted,

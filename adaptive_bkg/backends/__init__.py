@@ -1,4 +1,4 @@
-"""Registry of slow-stage backends (and the import-path loader shared with skims).
+"""Registry of slow-stage backends.
 
 A backend is anything with `.skims` and `.simulate(batch) -> SimResult` (see
 `adaptive_bkg.interfaces.SimulationBackend`), built by a factory `(cfg, skims) -> backend`.
@@ -7,22 +7,27 @@ Built-in names: `emulator` (parametric Belle II-like detector + skims, the defau
 recorded dataset). A user's own backend loads by import path: `backend.name=my_module:MyBackend`
 where `MyBackend` is a class or factory called as `MyBackend(cfg, skims)`.
 
+The beams (`cfg.generator`) reach a factory that takes a keyword `beams` (the emulator does:
+its skims work in the CMS frame): `make_backend(cfg.backend, skims, beams=Beams.of(cfg.generator))`.
+
 Factories import their module lazily, so `import adaptive_bkg.backends` stays cheap and a
 backend's heavy dependencies load only when that backend is used.
 """
 
 from __future__ import annotations
 
-import importlib
+import inspect
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from adaptive_bkg.errors import UserError
+from adaptive_bkg.errors import UserError, describe
 from adaptive_bkg.interfaces import SimulationBackend
+from adaptive_bkg.user_code import load_object
 
 if TYPE_CHECKING:
     from adaptive_bkg.backends.emulator.skims import Skim
     from adaptive_bkg.config import BackendConfig
+    from adaptive_bkg.physics.beams import Beams
 
 BackendFactory = Callable[["BackendConfig", Sequence[str] | None], SimulationBackend]
 
@@ -40,29 +45,21 @@ def registered_backends() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
 
-def load_object(path: str, what: str) -> Any:
-    """Import `package.module:attribute` (attribute may be dotted); UserError on any failure."""
-    module_name, _, attribute = path.partition(":")
-    if not module_name or not attribute:
-        raise UserError(f"{what} '{path}': an import path must look like my_module:MyClass")
+def _takes_beams(factory: Callable[..., Any]) -> bool:
     try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as exc:  # any import-time failure of user code is the user's to fix
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise UserError(
-            f"{what} '{path}': cannot import module {module_name} "
-            f"({type(exc).__name__}{': ' + detail if detail else ''})"
-        ) from None
-    for part in attribute.split("."):
-        if not hasattr(obj, part):
-            raise UserError(f"{what} '{path}': module {module_name} has no attribute {attribute}")
-        obj = getattr(obj, part)
-    return obj
+        return "beams" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin or C callable without a signature
+        return False
 
 
-def make_backend(cfg: BackendConfig, skims: Sequence[str] | None = None) -> SimulationBackend:
-    """Build the backend `cfg.name` for `skims` (None: `cfg.skims`, and None there = all)."""
-    from adaptive_bkg.backends.plugins import load_plugins
+def make_backend(
+    cfg: BackendConfig, skims: Sequence[str] | None = None, beams: Beams | None = None
+) -> SimulationBackend:
+    """Build the backend `cfg.name` for `skims` (None: `cfg.skims`, and None there = all).
+
+    `beams` (from `cfg.generator`) go to a factory that takes a keyword `beams`; None there means
+    the configuration's default beams."""
+    from adaptive_bkg.backends.plugins import load_plugins  # lazy: plugins imports the registry
 
     load_plugins(cfg)  # in a fresh process (a Ray actor): the plugins the driver resolved
     chosen = tuple(skims) if skims is not None else cfg.skims
@@ -84,7 +81,10 @@ def make_backend(cfg: BackendConfig, skims: Sequence[str] | None = None) -> Simu
             "or give an import path my_module:MyBackend)"
         )
     try:
-        backend = factory(cfg, chosen)
+        if beams is not None and _takes_beams(factory):
+            backend = factory(cfg, chosen, beams=beams)
+        else:
+            backend = factory(cfg, chosen)
     except UserError:
         raise
     except TypeError as exc:
@@ -95,11 +95,7 @@ def make_backend(cfg: BackendConfig, skims: Sequence[str] | None = None) -> Simu
         if ":" not in name:
             raise
         # A user's plugin failing to build is the user's to fix: one line, like an import error.
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise UserError(
-            f"backend '{name}' failed to build: {type(exc).__name__}"
-            + (f": {detail[:200]}" if detail else "")
-        ) from None
+        raise UserError(f"backend '{name}' failed to build: {describe(exc)[:250]}") from None
     if not isinstance(backend, SimulationBackend):
         raise UserError(
             f"backend '{name}' built a {type(backend).__name__}, which lacks .skims and "
@@ -114,28 +110,30 @@ def resolve_skim(name: str) -> Skim:
     The emulator's `get_skims` owns both forms (an import path must give a `Skim` subclass or
     instance); this is the one-name convenience for callers outside the emulator.
     """
-    from adaptive_bkg.backends.emulator.skims import get_skims
+    from adaptive_bkg.backends.emulator.skims import get_skims  # lazy: see the module docstring
 
     (skim,) = get_skims([name])
     return skim
 
 
 # ---------------------------------------------------------------------------------------------
-def _emulator(cfg: BackendConfig, skims: Sequence[str] | None) -> SimulationBackend:
-    from adaptive_bkg.backends.emulator import EmulatorBackend
+def _emulator(
+    cfg: BackendConfig, skims: Sequence[str] | None, beams: Beams | None = None
+) -> SimulationBackend:
+    from adaptive_bkg.backends.emulator import EmulatorBackend  # lazy: see the module docstring
 
-    backend: SimulationBackend = EmulatorBackend(cfg, skims)
+    backend: SimulationBackend = EmulatorBackend(cfg, skims, beams)
     return backend
 
 
 def _external(cfg: BackendConfig, skims: Sequence[str] | None) -> SimulationBackend:
-    from adaptive_bkg.backends.external import ExternalBackend
+    from adaptive_bkg.backends.external import ExternalBackend  # lazy: see the module docstring
 
     return ExternalBackend(cfg, skims)
 
 
 def _replay(cfg: BackendConfig, skims: Sequence[str] | None) -> SimulationBackend:
-    from adaptive_bkg.backends.labelled import ReplayBackend
+    from adaptive_bkg.backends.labelled import ReplayBackend  # lazy: see the module docstring
 
     return ReplayBackend(cfg, skims)
 

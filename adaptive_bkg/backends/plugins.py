@@ -21,10 +21,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from adaptive_bkg.backends import load_object, register_backend, registered_backends
+from adaptive_bkg.backends import register_backend, registered_backends
 from adaptive_bkg.backends.emulator.skims import Skim, register_skim
 from adaptive_bkg.config import BackendConfig, Config, with_overrides
 from adaptive_bkg.errors import UserError
+from adaptive_bkg.user_code import load_object
 
 _LOADED: dict[str, str] = {}  # import path -> name, in this process
 

@@ -12,7 +12,6 @@ from numpy.typing import NDArray
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.formats import parquet_io
 from adaptive_bkg.formats.events import (
-    BKG_TYPES,
     EVENTS_KIND,
     EVENTS_SCHEMA_VERSION,
     EventBatch,
@@ -20,6 +19,7 @@ from adaptive_bkg.formats.events import (
 )
 from adaptive_bkg.formats.labelled import LABELLED_KIND, iter_labelled
 from adaptive_bkg.generators.truth import charged_multiplicity
+from adaptive_bkg.physics.processes import BKG_TYPES
 
 
 class RecordedSource:

@@ -6,15 +6,13 @@ codes of a batch (a few hundred) and broadcast with `np.unique(..., return_inver
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 from numpy.typing import NDArray
-from particle import PDGID
 
 from adaptive_bkg.formats.events import EventBatch
+from adaptive_bkg.physics.pdg import PDG, charge
 
-STABLE_CHARGED = frozenset({11, 13, 211, 321, 2212})
+STABLE_CHARGED = frozenset({PDG.E_MINUS, PDG.MU_MINUS, PDG.PI_PLUS, PDG.K_PLUS, PDG.PROTON})
 """|pdg| of the charged particles a tracker sees as tracks: e, mu, pi, K, p."""
 
 # Charged tracks per undecayed long-lived particle, for comparing with 4π measurements (ARGUS,
@@ -24,26 +22,20 @@ STABLE_CHARGED = frozenset({11, 13, 211, 321, 2212})
 # counts as one track (itself or its one charged daughter); Xi and Omega add their Lambda's.
 _LAMBDA_TRACKS = 2 * 0.641
 V0_TRACKS: dict[int, float] = {
-    310: 2 * 0.6920,  # K_S
-    3122: _LAMBDA_TRACKS,  # Lambda
-    3222: 1.0,  # Sigma+
-    3112: 1.0,  # Sigma-
-    3312: 1.0 + _LAMBDA_TRACKS,  # Xi- -> Lambda pi-
-    3322: _LAMBDA_TRACKS,  # Xi0 -> Lambda pi0
-    3334: 1.0 + _LAMBDA_TRACKS,  # Omega- -> Lambda K- (and Xi pi, same count)
+    PDG.K_S0: 2 * 0.6920,
+    PDG.LAMBDA: _LAMBDA_TRACKS,
+    PDG.SIGMA_PLUS: 1.0,
+    PDG.SIGMA_MINUS: 1.0,
+    PDG.XI_MINUS: 1.0 + _LAMBDA_TRACKS,  # -> Lambda pi-
+    PDG.XI0: _LAMBDA_TRACKS,  # -> Lambda pi0
+    PDG.OMEGA_MINUS: 1.0 + _LAMBDA_TRACKS,  # -> Lambda K- (and Xi pi, same count)
 }
-
-
-@lru_cache(maxsize=4096)
-def _charge_of(code: int) -> float:
-    charge = PDGID(code).charge
-    return float(charge) if charge is not None else 0.0
 
 
 def _lookup(pdg: NDArray[np.int32], table: dict[int, float] | None) -> NDArray[np.float64]:
     codes, inverse = np.unique(pdg, return_inverse=True)
     if table is None:
-        values = np.array([_charge_of(int(c)) for c in codes], dtype=np.float64)
+        values = np.array([charge(int(c)) for c in codes], dtype=np.float64)
     else:
         values = np.array([table.get(abs(int(c)), 0.0) for c in codes], dtype=np.float64)
     return values[inverse.reshape(-1)]

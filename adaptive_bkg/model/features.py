@@ -18,6 +18,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from particle import Particle
+from particle.pdgid import is_diquark, is_quark
 from torch import Tensor
 
 from adaptive_bkg.errors import UserError
@@ -74,8 +76,6 @@ def pdg_vocab() -> PdgVocab:
     That covers everything Pythia puts into a Belle II generator-level decay tree up to the
     Upsilon(4S) (about 660 codes); built once per process.
     """
-    from particle import Particle
-    from particle.pdgid import is_diquark, is_quark
 
     codes, charges = [], []
     for p in Particle.all():

@@ -12,12 +12,13 @@ p = p_min + (1 - p_min) * sigmoid(logit) is used directly as the keep probabilit
     R = (t2 + t_slow * E[p]) * E[y / p] / (t3 * eps),     eps = E[y]
 
 is the exact expected inverse speedup of importance sampling with that p: cost per generated
-event t2 + t_slow * E[p], effective passing events per generated event eps^2 / E[q/p], and
-E[y/p] = E[q/p] because E[y | x] = q(x). yu2022's R counts soft TP/FP/FN/TN, which measures
-the same cost but approximates N_eff; DESIGN's form is unbiased, has no thresholds, gives
-R = 1/oracle_speedup at p = y and (t2 + t_slow)/t3 at p = 1, and its minimiser over p(x) is
-the sqrt-optimal policy. Caveat: a head trained on it outputs a keep probability (~ sqrt(q)),
-not a calibrated q; use the `identity` policy on such heads, or BCE/entropeedup for q.
+event t2 + t_slow * E[p] (`stats.speedup.cost_per_event`, like every speedup formula),
+effective passing events per generated event eps^2 / E[q/p], and E[y/p] = E[q/p] because
+E[y | x] = q(x). yu2022's R counts soft TP/FP/FN/TN, which measures the same cost but
+approximates N_eff; DESIGN's form is unbiased, has no thresholds, gives R = 1/oracle_speedup
+at p = y and (t2 + t_slow)/t3 at p = 1, and its minimiser over p(x) is the sqrt-optimal policy.
+Caveat: a head trained on it outputs a keep probability (~ sqrt(q)), not a calibrated q; use
+the `identity` policy on such heads, or BCE/entropeedup for q.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from adaptive_bkg.errors import UserError
+from adaptive_bkg.stats.speedup import cost_per_event, unfiltered_cost_per_event
 
 
 def _weighted_mean(per_item: Tensor, weights: Tensor | None) -> Tensor:
@@ -111,14 +113,6 @@ class StageTimes:
         if min(self.t_fast, self.t_nn, self.t_slow) < 0 or self.t_slow <= 0:
             raise UserError(f"stage times {self} must be >= 0 with t_slow > 0")
 
-    @property
-    def t2(self) -> float:
-        return self.t_fast + self.t_nn
-
-    @property
-    def t3(self) -> float:
-        return self.t_fast + self.t_slow
-
 
 def keep_probability(logits: Tensor, p_min: float) -> Tensor:
     """p = p_min + (1 - p_min) sigmoid(logit): the floor keeps y/p finite (w <= 1/p_min)."""
@@ -140,9 +134,10 @@ def inverse_speedup(
     w = (w / w.sum().clamp(min=1e-12)).unsqueeze(1)  # E_w[.] = sum(w * .)
     p = keep_probability(logits, p_min)
     eps = (w * y).sum(0)
-    cost = times.t2 + times.t_slow * (w * p).sum(0)
+    cost = cost_per_event(times.t_fast, times.t_nn, times.t_slow, (w * p).sum(0))
     variance_factor = (w * y / p).sum(0)
-    r = cost * variance_factor / (times.t3 * eps.detach())
+    t3 = unfiltered_cost_per_event(times.t_fast, times.t_slow)
+    r = cost * variance_factor / (t3 * eps.detach())
     return torch.where(eps > 0, r, torch.full_like(r, math.nan))
 
 

@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.formats.events import BKG_TYPES
 from adaptive_bkg.model.features import (
     MASK_ID,
     N_PAIR_FEATURES,
@@ -34,6 +33,7 @@ from adaptive_bkg.model.features import (
     particle_features,
     pdg_vocab,
 )
+from adaptive_bkg.physics.processes import BKG_TYPES
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from adaptive_bkg.formats.events import BKG_TYPES, EventBatch, make_event_ids, offsets_from_counts
+from adaptive_bkg.formats.events import EventBatch, make_event_ids, offsets_from_counts
+from adaptive_bkg.physics.processes import BKG_TYPES
 
 _CODES = np.array(
     [211, -211, 111, 22, 321, -321, 310, 130, 11, -11, 13, -13, 2212, -2212, 2112, -2112, 421,

@@ -1,35 +1,29 @@
 """Training the filter network: one `Trainer` for offline (pre)training, fine-tuning and the
-online learner stage, the epoch loop `fit`, weighted AUC and learning-curve plots.
+online learner stage (the epoch loops `fit` and `fit_masked_pdg` are in fitting.py).
 
 - `Trainer.train_step` is one AdamW step on one mini-batch: gradient clipping, bf16 autocast
   on CUDA, per-event loss weights w = 1/p (the learner sees only kept events; weighting keeps
   q calibrated for the unfiltered distribution, DESIGN §2), loss chosen by `LearnerConfig.loss`
   from `model/losses.py`. Fine-tuning uses a lower backbone lr (`backbone_lr_factor`) or a
   frozen backbone (`freeze_backbone`, feature extraction).
-- `fit` runs epochs over a `LabelledEvents` set in multiplicity buckets and validates after
-  each epoch: AUC, and the speedup and fraction of the oracle speedup that the default
-  sqrt-optimal policy, fitted on the validation q, reaches on the validation labels.
-- `fit_masked_pdg` is the self-supervised variant (kishimoto2023): hide PDG ids, predict them.
+- `Trainer.masked_pdg_step` is the self-supervised step (kishimoto2023): hide PDG ids,
+  predict them.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
-from adaptive_bkg.config import LearnerConfig, PolicyConfig
+from adaptive_bkg.config import LearnerConfig
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.formats.events import EventBatch
-from adaptive_bkg.formats.labelled import LabelledEvents
 from adaptive_bkg.model import losses
 from adaptive_bkg.model.features import (
     bucket_edges,
@@ -39,33 +33,7 @@ from adaptive_bkg.model.features import (
 )
 from adaptive_bkg.model.part import ParticleTransformer
 from adaptive_bkg.model.predict import predict_logits
-
-
-# ---------------------------------------------------------------------------------------------
-def weighted_auc(scores: ArrayLike, labels: ArrayLike, weights: ArrayLike | None = None) -> float:
-    """Area under the ROC curve with per-event weights; ties count one half.
-
-    AUC = P_w(score of a positive > score of a negative) + 0.5 P_w(equal), where a pair
-    (i, j) counts with weight w_i w_j. With integer weights this equals the unweighted AUC of
-    the sample in which each event is repeated w times. NaN if a class has no weight.
-    """
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    y = np.asarray(labels, dtype=np.bool_).ravel()
-    w = np.ones_like(s) if weights is None else np.asarray(weights, dtype=np.float64).ravel()
-    if not s.shape == y.shape == w.shape:
-        raise ValueError(f"weighted_auc: shapes differ {s.shape}, {y.shape}, {w.shape}")
-    if not np.all(np.isfinite(s)) or np.any(w < 0) or not np.all(np.isfinite(w)):
-        raise ValueError("weighted_auc: scores must be finite and weights finite and >= 0")
-    w_pos, w_neg = float(w[y].sum()), float(w[~y].sum())
-    if w_pos <= 0 or w_neg <= 0:
-        return math.nan
-    order = np.argsort(s, kind="stable")
-    s, y, w = s[order], y[order], w[order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # first index of each tied group
-    pos = np.add.reduceat(np.where(y, w, 0.0), starts)
-    neg = np.add.reduceat(np.where(y, 0.0, w), starts)
-    neg_below = np.cumsum(neg) - neg
-    return float(np.sum(pos * (neg_below + 0.5 * neg)) / (w_pos * w_neg))
+from adaptive_bkg.stats.metrics import weighted_auc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,282 +267,6 @@ class Trainer:
     @property
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
-
-
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SkimValidation:
-    """Validation figures of one skim (see `validate_skims`)."""
-
-    auc: float
-    eff: float  # pass rate on the validation set
-    speedup: float  # expected speedup of sqrt-optimal p on the validation labels
-    oracle_speedup: float
-    fraction_of_oracle: float
-    k: float  # fitted sqrt-optimal scale
-
-
-def validate_skims(
-    logits: NDArray[np.floating],
-    labels: NDArray[np.bool_],
-    skims: Sequence[str],
-    times: tuple[float, float, float],
-    policy_cfg: PolicyConfig | None = None,
-    weights: NDArray[np.float64] | None = None,
-) -> dict[str, SkimValidation]:
-    """Per skim: AUC, and the speedup a policy reaches with q = sigmoid(logit).
-
-    The policy (default sqrt-optimal) is fitted per skim on the validation q only (no labels),
-    then scored with the validation *labels* through the closed form of giesegh2025
-    (`metrics.speedup_closed_form` on `metrics.confusion_fractions`): so a miscalibrated q
-    costs speedup but never inflates it. NaN where the validation set lacks a class.
-    """
-    from adaptive_bkg.stats.metrics import (
-        confusion_fractions,
-        oracle_speedup,
-        speedup_closed_form,
-    )
-    from adaptive_bkg.stats.sampling import make_policy, sigmoid
-
-    t_fast, t_nn, t_slow = times
-    q = sigmoid(logits)
-    policy = make_policy(policy_cfg or PolicyConfig(), tuple(skims))
-    policy.fit(q, t_fast, t_nn, t_slow)
-    p = policy.per_skim(q)
-    params = np.asarray(policy.state.params, dtype=np.float64)
-    out: dict[str, SkimValidation] = {}
-    for s, skim in enumerate(skims):
-        y = labels[:, s]
-        auc = weighted_auc(logits[:, s], y, weights)
-        eff = float(y.mean()) if len(y) else math.nan
-        if not 0 < eff < 1:
-            out[skim] = SkimValidation(auc, eff, math.nan, math.nan, math.nan, math.nan)
-            continue
-        speedup = speedup_closed_form(*confusion_fractions(y, p[:, s]), t_fast, t_nn, t_slow)
-        oracle = oracle_speedup(eff, t_fast, t_nn, t_slow)
-        k = float(params[min(s, len(params) - 1), 0]) if params.shape[1] else math.nan
-        out[skim] = SkimValidation(auc, eff, speedup, oracle, speedup / oracle, k)
-    return out
-
-
-@dataclass(frozen=True)
-class EpochRecord:
-    epoch: int
-    step: int
-    events_seen: int
-    train_loss: float  # mean over the epoch's steps
-    val_loss: float
-    wall_s: float  # since fit() started
-    skims: dict[str, SkimValidation]
-
-
-@dataclass
-class TrainingHistory:
-    """Per-epoch records plus a running train loss per ~1 % of the run (for the curve)."""
-
-    skims: tuple[str, ...]
-    epochs: list[EpochRecord] = field(default_factory=list)
-    step_loss: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss)
-
-    @property
-    def last(self) -> EpochRecord:
-        if not self.epochs:
-            raise ValueError("no epoch finished")
-        return self.epochs[-1]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "skims": list(self.skims),
-            "epochs": [asdict(e) for e in self.epochs],
-            "step_loss": [list(x) for x in self.step_loss],
-        }
-
-
-@dataclass(frozen=True)
-class FitProgress:
-    epoch: int
-    step: int
-    events_done: int  # in this epoch
-    events_total: int  # per epoch
-    loss: float
-
-
-def class_pos_weight(labels: NDArray[np.bool_], cap: float = 1e3) -> NDArray[np.float64]:
-    """n_neg / n_pos per skim over a whole training set (capped; 1 where no positives)."""
-    pos = labels.sum(axis=0).astype(np.float64)
-    neg = labels.shape[0] - pos
-    ratio = np.where(pos > 0, neg / np.maximum(pos, 1.0), 1.0)
-    return np.asarray(np.clip(ratio, 1.0 / cap, cap), dtype=np.float64)
-
-
-def fit(
-    trainer: Trainer,
-    train: LabelledEvents,
-    val: LabelledEvents | None,
-    epochs: int,
-    *,
-    batch_size: int,
-    times: tuple[float, float, float],
-    policy_cfg: PolicyConfig | None = None,
-    train_weights: NDArray[np.float64] | None = None,
-    seed: int = 0,
-    progress: Callable[[FitProgress], None] | None = None,
-) -> TrainingHistory:
-    """Train `epochs` passes over `train` (bucketed by multiplicity, shuffled), validating on
-    `val` after each epoch. Label columns must be in the model's skim order."""
-    skims = trainer.model.skims
-    if train.skims != skims or (val is not None and val.skims != skims):
-        raise UserError(
-            f"dataset skims {list(train.skims)} differ from the model heads {list(skims)}"
-        )
-    if len(train) == 0:
-        raise UserError("no training events")
-    if trainer.pos_weight is None and (
-        trainer.cfg.class_weights or trainer.cfg.loss == "weighted-bce"
-    ):
-        trainer.set_pos_weight(class_pos_weight(train.labels))
-    rng = np.random.default_rng(seed)
-    edges = bucket_edges(trainer.max_particles)
-    history = TrainingHistory(skims)
-    start = time.perf_counter()
-    n_steps_epoch = len(bucketed_batches(train.batch.n_particles, batch_size, edges))
-    log_every = max(1, (n_steps_epoch * epochs) // 100)
-    window: list[float] = []
-    for epoch in range(epochs):
-        trainer.epoch = float(epoch)
-        batches = bucketed_batches(train.batch.n_particles, batch_size, edges, rng)
-        loss_sum, done = 0.0, 0
-        for idx in batches:
-            w = None if train_weights is None else train_weights[idx]
-            step = trainer.train_step(train.batch.take(idx), train.labels[idx], w)
-            loss_sum += step.loss * step.n_events
-            done += step.n_events
-            window.append(step.loss)
-            if len(window) >= log_every:
-                history.step_loss.append((step.step, float(np.mean(window))))
-                window = []
-            if progress is not None:
-                progress(FitProgress(epoch, step.step, done, len(train), step.loss))
-        val_loss, per_skim = math.nan, {}
-        if val is not None and len(val):
-            result = trainer.evaluate(val.batch, val.labels)
-            val_loss = result.loss
-            per_skim = validate_skims(result.logits, val.labels, skims, times, policy_cfg)
-        history.epochs.append(
-            EpochRecord(
-                epoch=epoch + 1,
-                step=trainer.step,
-                events_seen=(epoch + 1) * len(train),
-                train_loss=loss_sum / max(done, 1),
-                val_loss=val_loss,
-                wall_s=time.perf_counter() - start,
-                skims=per_skim,
-            )
-        )
-    return history
-
-
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class MaskedPdgEpoch:
-    epoch: int
-    step: int
-    train_loss: float
-    train_accuracy: float
-    val_loss: float
-    val_accuracy: float
-    wall_s: float
-
-
-def fit_masked_pdg(
-    trainer: Trainer,
-    train: EventBatch,
-    val: EventBatch | None,
-    epochs: int,
-    *,
-    batch_size: int,
-    seed: int = 0,
-    progress: Callable[[FitProgress], None] | None = None,
-) -> list[MaskedPdgEpoch]:
-    """Self-supervised pretraining on unlabelled events: masked-PDG prediction accuracy."""
-    if len(train) == 0:
-        raise UserError("no training events")
-    rng = np.random.default_rng(seed)
-    edges = bucket_edges(trainer.max_particles)
-    start = time.perf_counter()
-    out: list[MaskedPdgEpoch] = []
-    for epoch in range(epochs):
-        loss_sum = correct = n_masked = 0.0
-        done = 0
-        for idx in bucketed_batches(train.n_particles, batch_size, edges, rng):
-            step = trainer.masked_pdg_step(train.take(idx))
-            loss_sum += step.loss * step.n_masked
-            correct += step.accuracy * step.n_masked
-            n_masked += step.n_masked
-            done += len(idx)
-            if progress is not None:
-                progress(FitProgress(epoch, step.step, done, len(train), step.loss))
-        val_loss = val_acc = math.nan
-        if val is not None and len(val):
-            ev = trainer.evaluate_masked_pdg(val)
-            val_loss, val_acc = ev.loss, ev.accuracy
-        out.append(
-            MaskedPdgEpoch(
-                epoch + 1,
-                trainer.step,
-                loss_sum / max(n_masked, 1),
-                correct / max(n_masked, 1),
-                val_loss,
-                val_acc,
-                time.perf_counter() - start,
-            )
-        )
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-def plot_learning_curve(history: TrainingHistory, path: Path, title: str = "") -> Path:
-    """Two panels: train (running) and validation loss; validation AUC per skim."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(11, 4.2))
-    if history.step_loss:
-        steps, values = zip(*history.step_loss, strict=True)
-        ax_loss.plot(steps, values, color="0.6", lw=1, label="train (running mean)")
-    if history.epochs:
-        ax_loss.plot(
-            [e.step for e in history.epochs],
-            [e.train_loss for e in history.epochs],
-            "o-",
-            label="train (epoch mean)",
-        )
-        ax_loss.plot(
-            [e.step for e in history.epochs],
-            [e.val_loss for e in history.epochs],
-            "s-",
-            label="validation",
-        )
-        for skim in history.skims:
-            aucs = [e.skims[skim].auc if skim in e.skims else math.nan for e in history.epochs]
-            ax_auc.plot([e.epoch for e in history.epochs], aucs, "o-", label=skim)
-    ax_loss.set_xlabel("optimiser step")
-    ax_loss.set_ylabel("loss")
-    ax_loss.legend(fontsize=8)
-    ax_auc.set_xlabel("epoch")
-    ax_auc.set_ylabel("validation AUC")
-    ax_auc.legend(fontsize=7, ncol=2)
-    ax_auc.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def init_heads_from_prior(

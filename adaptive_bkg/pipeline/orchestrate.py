@@ -6,8 +6,9 @@ Actors (each builds its heavy objects itself, from the picklable stage factory):
                                    └──── WeightsSnapshot (one object per version) ◀──┘
 The driver chains object refs per batch (generate → filter → simulate → record / learn) and
 keeps at most `ray.max_in_flight` batches in the pipeline (ray.wait), so memory stays flat
-whatever the budget. A learner slower than production never stalls it: beyond
-`run.learner_max_pending` queued batches, labelled batches are recorded but not trained on.
+whatever the budget. `step.DriverStep`, shared with the serial driver (replay.py), decides what
+each finished batch changes, whether the learner gets a batch (a slow one never stalls
+production) and when the run stops.
 
 Fault tolerance (docs/reliability.md): generator, filter, simulate and recorder actors restart
 (max_restarts=-1) and their calls are retried (max_task_retries=-1): delivery is at-least-once
@@ -37,13 +38,17 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray._common.network_utils import node_ip_address_from_perspective
+from ray._private import ray_constants
+from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_put
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from adaptive_bkg.errors import UserError, first_line
+from adaptive_bkg.interfaces import StageFactory
 from adaptive_bkg.pipeline.budget import stop_on_signals
-from adaptive_bkg.pipeline.preflight import check_local_ray
+from adaptive_bkg.pipeline.preflight import check_local_ray, check_reachable
 from adaptive_bkg.pipeline.runbook import RunBook, RunPlan, RunResult
-from adaptive_bkg.stages.build import StageFactory
+from adaptive_bkg.pipeline.step import DriverStep, prime_learner
 from adaptive_bkg.stages.learner import LearnerStatus
 from adaptive_bkg.stages.recorder import RecorderStage, RecorderStatus
 from adaptive_bkg.stages.types import (
@@ -56,24 +61,6 @@ from adaptive_bkg.stages.types import (
 
 RESTARTABLE = {"max_restarts": -1, "max_task_retries": -1}
 MIB = 1024 * 1024
-
-
-def check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Fail fast on an unreachable host:port: Ray itself retries for minutes before giving up."""
-    if address in ("auto", "local"):
-        return
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise UserError(
-            f"bad Ray address '{address}': use auto, host:port or ray://host:port (docs/cluster.md)"
-        )
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as exc:
-        raise UserError(
-            f"cannot reach the Ray cluster at '{address}' ({exc.strerror or exc}); start one with "
-            "`ray start --head` (docs/cluster.md) or leave out --address"
-        ) from None
 
 
 # Ray's own switch for a single-machine instance (its default on macOS and Windows): the node IP
@@ -145,7 +132,6 @@ def _loopback_only_instance(address: str) -> bool:
             return False
     except ValueError:
         return False
-    from ray._common.network_utils import node_ip_address_from_perspective
 
     try:
         socket.create_connection((node_ip_address_from_perspective(), int(port)), 1.0).close()
@@ -169,7 +155,6 @@ def _environment_defaults(values: dict[str, str]) -> Iterator[None]:
 @contextlib.contextmanager
 def _loopback_only() -> Iterator[None]:
     """Start a local Ray whose every process binds to the loopback interface only."""
-    from ray._private import ray_constants
 
     before_env = os.environ.get(_LOOPBACK_ONLY_ENV)
     before = ray_constants.ENABLE_RAY_CLUSTER
@@ -189,7 +174,6 @@ def _count_start(key: str) -> int:
     """How many times this key was counted before (0 at the first start of an actor). Ray
     restarts an actor by running __init__ again with the same arguments, and never runs two
     incarnations at once, so a read-then-write on the cluster's key-value store is safe."""
-    from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_put
 
     raw = _internal_kv_get(key)
     count = int(raw) if raw else 0
@@ -245,8 +229,7 @@ class _LearnerActor(_Actor):
         self.stage = factory.learner()
 
     def observe_generated(self, generated: GeneratedBatch) -> None:
-        # Prime the policy fit exactly as the serial driver (replay.py) does.
-        self.stage.observe_probe(generated.events, max_events=self.stage.probes.capacity)
+        prime_learner(self.stage, generated)
 
     def initial_snapshot(self, version: int) -> WeightsSnapshot:
         return self.stage.initial_snapshot(version)
@@ -371,116 +354,76 @@ def _run(plan: RunPlan, show_live: bool | None) -> RunResult:
         **RESTARTABLE,
     ).remote(str(book.records_dir), plan.skims)
 
+    step = DriverStep(plan, book)
     in_flight: dict[ray.ObjectRef, int] = {}  # recorder status ref -> events in that batch
     learning: list[ray.ObjectRef] = []
-    launched = plan.resume.n_generated
-    reason = ""
-    stopping = False
-    exhausted = False
-    learner_alive = True
-    # Lockstep also without learning: the learner still refits the policy, and a run that
-    # waits for each refit decides exactly as the serial replay of the same events does.
-    wait = cfg.run.wait_for_learner
     # The filter decides every batch with the version current at launch; it fetches the
     # snapshot itself when it is behind (first batch, or after a restart).
-    version = -1
     snapshots: list[ray.ObjectRef] = []
 
     def adopt(snapshot_ref: ray.ObjectRef) -> None:
         # One object per version: its ref goes to the filter with the next batches and,
         # fetched once, to the checkpoint file.
-        nonlocal version, snapshots
+        nonlocal snapshots
         snapshot: WeightsSnapshot = ray.get(snapshot_ref)
         weights_ref = snapshot_ref if snapshot.state_dict is not None else snapshots[0]
-        version, snapshots = snapshot.version, [weights_ref, snapshot_ref]
-        book.adopt(snapshot)
-
-    def learner_lost(exc: BaseException) -> None:
-        nonlocal learner_alive
-        learner_alive = False
-        book.learner_failure = f"{type(exc).__name__}: {_first_line(exc)}"
-        book.live.notice(
-            f"WARNING: the learner failed ({book.learner_failure}); production continues with "
-            f"model version {version} and no further learning"
-        )
+        snapshots = [weights_ref, snapshot_ref]
+        step.adopt(snapshot)
 
     try:
         with stop_on_signals(book.flag), book.live:
             try:
-                batch = plan.stop.to_generate(launched, cfg.run.batch_size)
-                first = generators[0].next_batch.remote(batch) if batch else None
+                n = step.next_size()
+                first = generators[0].next_batch.remote(n) if n else None
                 if first is not None:
                     learner.observe_generated.remote(first)
-                adopt(learner.initial_snapshot.remote(plan.resume.next_version))
-                n_batches = 0
+                adopt(learner.initial_snapshot.remote(step.first_version))
                 while True:
-                    while not stopping and not exhausted and len(in_flight) < rc.max_in_flight:
-                        if learner_alive and wait and len(learning) >= cfg.run.learner_max_pending:
-                            break  # lockstep: the learner sees every batch, production waits
-                        n = plan.stop.to_generate(launched, cfg.run.batch_size)
+                    while step.may_launch(len(in_flight), len(learning)):
+                        n = step.next_size()
                         if n == 0:
-                            exhausted = True
                             break
-                        gen_ref = (
-                            first
-                            if first is not None
-                            else generators[n_batches % len(generators)].next_batch.remote(n)
-                        )
+                        gen = generators[step.generator_index(len(generators))]
+                        gen_ref = first if first is not None else gen.next_batch.remote(n)
                         first = None
-                        sim = simulators[n_batches % len(simulators)]
+                        sim = simulators[step.n_batches % len(simulators)]
                         records_ref, labelled_ref = sim.simulate.options(num_returns=2).remote(
-                            filt.filter.remote(gen_ref, version, snapshots)
+                            filt.filter.remote(gen_ref, step.version, snapshots)
                         )
                         in_flight[recorder.record.remote(records_ref)] = n
-                        if learner_alive and len(learning) < cfg.run.learner_max_pending:
+                        to_learner = step.learns_from_next(len(learning))
+                        if to_learner:
                             learning.append(learner.ingest.remote(labelled_ref))
-                        else:
-                            book.n_dropped_for_learner += 1
-                        launched += n
-                        n_batches += 1
+                        step.launched_batch(n, to_learner)
                     if not in_flight and not learning:
-                        reason = reason or (
-                            "events: all requested events generated" if exhausted else "stopped"
-                        )
                         break
                     ready, _ = ray.wait([*in_flight, *learning], num_returns=1, timeout=0.5)
                     for ref in ready:
                         if ref in in_flight:
                             del in_flight[ref]
                             try:
-                                book.on_recorder(ray.get(ref))
+                                step.recorded(ray.get(ref))
                             except ray.exceptions.RayError as exc:
-                                # A batch failed for good: stop cleanly, keep what is recorded.
-                                if not stopping:
-                                    cause = _first_line(exc)
-                                    stopping, reason = True, f"error: {cause}"
-                                    book.failure = reason
-                                    book.live.notice(f"ERROR: a batch failed ({cause}); stopping")
+                                step.batch_failed(_first_line(exc))
                         else:
                             learning.remove(ref)
-                            if not learner_alive:
+                            if not step.learner_alive:
                                 continue
                             try:
-                                learner_status = ray.get(ref)
-                                book.on_learner(learner_status)
-                                if learner_status.version > version:
+                                if step.learned(ray.get(ref)):
                                     adopt(learner.latest_snapshot.remote())
                             except ray.exceptions.RayError as exc:
-                                # Production goes on with the newest published weights.
-                                learner_lost(exc)
-                    book.log()
-                    stop = book.stop_reason()
-                    if stop and not stopping:
-                        stopping, reason = True, stop
+                                step.learner_lost(f"{type(exc).__name__}: {_first_line(exc)}")
+                    step.check_stop()
             finally:
                 # Whatever happened, in-flight batches are finished (the loop above drains them
                 # on a normal stop) and the records are closed before the summary is written.
                 for ref in list(in_flight):
                     with contextlib.suppress(ray.exceptions.RayError):
-                        book.on_recorder(ray.get(ref))
+                        step.recorded(ray.get(ref))
                 final = ray.get(recorder.close.remote())
         snapshot: WeightsSnapshot | None = None
-        if learner_alive:
+        if step.learner_alive:
             with contextlib.suppress(ray.exceptions.RayError):
                 snapshot = ray.get(learner.full_snapshot.remote())
     finally:
@@ -489,4 +432,4 @@ def _run(plan: RunPlan, show_live: bool | None) -> RunResult:
         for actor in [*generators, filt, *simulators, learner, recorder]:
             with contextlib.suppress(ray.exceptions.RayError):
                 ray.kill(actor, no_restart=True)
-    return book.finish(final, reason, snapshot)
+    return step.finish(final, snapshot)

@@ -8,6 +8,7 @@ run that waits forever for CPUs the instance does not have, or a half-made run d
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 from adaptive_bkg.config import RayConfig
@@ -87,3 +88,21 @@ def check_local_ray(rc: RayConfig) -> None:
             f"{int(MAX_OBJECT_STORE_FRACTION * memory)} MiB, half of the {memory:.0f} MiB of "
             "memory available on this machine; the default 256 is plenty (batches are a few MiB)"
         )
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on an unreachable host:port: Ray itself retries for minutes before giving up."""
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UserError(
+            f"bad Ray address '{address}': use auto, host:port or ray://host:port (docs/cluster.md)"
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(
+            f"cannot reach the Ray cluster at '{address}' ({exc.strerror or exc}); start one with "
+            "`ray start --head` (docs/cluster.md) or leave out --address"
+        ) from None

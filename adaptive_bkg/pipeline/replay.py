@@ -11,70 +11,68 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from adaptive_bkg.backends.labelled import recorded_skims
+from adaptive_bkg.backends.plugins import resolve_plugins
 from adaptive_bkg.config import Config, with_overrides
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.generators.recorded import FileSource
 from adaptive_bkg.pipeline.budget import stop_on_signals
 from adaptive_bkg.pipeline.runbook import RunBook, RunPlan, RunResult, plan_run
+from adaptive_bkg.pipeline.step import DriverStep, prime_learner
 from adaptive_bkg.stages.build import DefaultStages
 from adaptive_bkg.stages.recorder import RecorderStage
 from adaptive_bkg.stages.types import GeneratedBatch
 
 
 def run_serial(plan: RunPlan, show_live: bool | None = None) -> RunResult:
-    """Run `plan` in this process; stops like `orchestrate.run_pipeline` (and on exhaustion)."""
+    """Run `plan` in this process; stops like `orchestrate.run_pipeline` (and on exhaustion).
+
+    One batch at a time, each decided, recorded and learned from before the next starts: what
+    `orchestrate` does in lockstep (`run.wait_for_learner`, one batch in flight)."""
     cfg, factory = plan.cfg, plan.factory
     book = RunBook(plan, show_live=show_live)
-    # Batch k comes from generator k mod G, as in orchestrate: same config, same events.
+    step = DriverStep(plan, book)
     generators = [factory.generator(w, cfg.run.run_number) for w in range(cfg.ray.generators)]
     filt = factory.filter()
     simulator = factory.simulator(0)
     learner = factory.learner()
     recorder = RecorderStage(book.records_dir, plan.skims)
-    launched = n_batches = 0
-    reason = ""
     with stop_on_signals(book.flag), book.live:
         try:
-            first = generators[0].next_batch(plan.stop.to_generate(0, cfg.run.batch_size))
-            learner.observe_probe(first.events, max_events=learner.probes.capacity)
-            snapshot = learner.initial_snapshot()
+            n = step.next_size()
+            pending: GeneratedBatch | None = generators[0].next_batch(n) if n else None
+            if pending is not None:
+                prime_learner(learner, pending)
+            snapshot = learner.initial_snapshot(step.first_version)
             filt.swap(snapshot)
-            book.adopt(snapshot)
-            pending: GeneratedBatch | None = first
+            step.adopt(snapshot)
             while True:
                 if pending is None:
-                    n = plan.stop.to_generate(launched, cfg.run.batch_size)
+                    n = step.next_size()
                     if n == 0:
-                        reason = "events: all requested events generated"
                         break
-                    pending = generators[n_batches % len(generators)].next_batch(n)
+                    pending = generators[step.generator_index(len(generators))].next_batch(n)
                 if len(pending) == 0:
-                    reason = "source exhausted"
+                    step.source_exhausted()
                     break
-                launched += len(pending)
-                n_batches += 1
+                step.launched_batch(len(pending))
                 records, labelled = simulator.simulate(filt.filter(pending))
                 pending = None
-                book.on_recorder(recorder.record(records))
-                book.on_learner(learner.ingest(labelled))
-                if learner.version > filt.version:
+                step.recorded(recorder.record(records))
+                if step.learned(learner.ingest(labelled)):
                     snapshot = learner.latest_snapshot()
                     filt.swap(snapshot)
-                    book.adopt(snapshot)
-                book.log()
-                stop = book.stop_reason()
-                if stop:
-                    reason = stop
+                    step.adopt(snapshot)
+                if step.check_stop():
                     break
         finally:
             final = recorder.close()
-    return book.finish(final, reason, learner.full_snapshot())
+    return step.finish(final, learner.full_snapshot())
 
 
 def check_replayable(cfg: Config, data: Path) -> None:
     """Fail before anything is written when `data` is missing, not an event file, or (with
     labels from the file) lacks labels for a requested skim."""
-    from adaptive_bkg.backends.labelled import recorded_skims
 
     data = Path(data)
     if not data.exists():
@@ -96,7 +94,6 @@ def replay_run(
     cfg: Config, data: Path, learn: bool = True, show_live: bool | None = None
 ) -> RunResult:
     """Replay a recorded (labelled) dataset through the stages; same outputs as `run`."""
-    from adaptive_bkg.backends.plugins import resolve_plugins
 
     data = Path(data)
     if not data.exists():

@@ -28,11 +28,12 @@ import pyarrow.compute as pc
 from adaptive_bkg.config import Config, load_config, with_fresh_seed, with_overrides
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.formats.events import decode_event_ids
+from adaptive_bkg.interfaces import StageFactory
 from adaptive_bkg.pipeline.budget import Progress, StopFlag, StopRule, parse_budget
 from adaptive_bkg.pipeline.live import LiveView, metrics_record
 from adaptive_bkg.pipeline.preflight import check_run_dir
 from adaptive_bkg.pipeline.progress import Toward, toward_stop
-from adaptive_bkg.stages.build import StageFactory, make_factory
+from adaptive_bkg.stages.build import make_factory
 from adaptive_bkg.stages.learner import LearnerStatus
 from adaptive_bkg.stages.recorder import (
     RECORDS_DIR,

@@ -4,7 +4,7 @@
 process. See docs/pipeline.md.
 """
 
-from adaptive_bkg.stages.filter import FilterStage, Scorer
+from adaptive_bkg.stages.filter import FilterStage
 from adaptive_bkg.stages.generator import GeneratorStage
 from adaptive_bkg.stages.learner import LearnerStage, LearnerStatus, MeanTimes
 from adaptive_bkg.stages.recorder import (
@@ -38,7 +38,6 @@ __all__ = [
     "RecordBatch",
     "RecorderStage",
     "RecorderStatus",
-    "Scorer",
     "SimulateStage",
     "WeightsSnapshot",
     "load_summary",

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,7 +22,8 @@ from numpy.typing import NDArray
 from adaptive_bkg.config import Config, ModelConfig
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.formats.events import EventBatch
-from adaptive_bkg.interfaces import EventSource
+from adaptive_bkg.interfaces import EventSource, StageFactory
+from adaptive_bkg.physics.beams import Beams
 from adaptive_bkg.stages.filter import FilterStage
 from adaptive_bkg.stages.generator import GeneratorStage
 from adaptive_bkg.stages.learner import LearnerStage, MeanTimes
@@ -33,32 +34,6 @@ if TYPE_CHECKING:
     from adaptive_bkg.backends.emulator.cost import CostModel
     from adaptive_bkg.model.checkpoint import LoadedModel
     from adaptive_bkg.model.part import ParticleTransformer
-
-
-class StageFactory(Protocol):
-    """What orchestrate/replay need to build a pipeline."""
-
-    @property
-    def virtual_clock(self) -> bool:
-        """True: the budget counts emulated compute (cost model); False: wall seconds."""
-        ...
-
-    def validate(self) -> None:
-        """Cheap checks in the driver before any file is written (UserError on bad input)."""
-        ...
-
-    def generator(self, worker: int, run: int, incarnation: int = 0) -> GeneratorStage:
-        """Generator `worker` of run `run`; `incarnation` counts its restarts (and resumes):
-        every incarnation must give new physics and new event ids."""
-        ...
-
-    def filter(self) -> FilterStage: ...
-
-    def simulator(self, index: int) -> SimulateStage: ...
-
-    def learner(self) -> LearnerStage: ...
-
-    def save_checkpoint(self, path: Path, snapshot: WeightsSnapshot) -> None: ...
 
 
 class ModelScorer:
@@ -167,7 +142,7 @@ class DefaultStages:
         # Built once here and dropped: an unknown name or plugin, a plugin that fails to build,
         # an external command template without {input}/{output}, a missing replay file, all
         # fail now in one line instead of inside every simulate actor after Ray started.
-        make_backend(self.cfg.backend, self.skims)
+        make_backend(self.cfg.backend, self.skims, Beams.of(self.cfg.generator))
         self._device()
         self._load()  # wrong or missing checkpoint -> UserError now, before any file exists
 
@@ -213,7 +188,8 @@ class DefaultStages:
 
         # Same backend seed in every simulator: an event's flags must not depend on which
         # actor simulated it (the emulator's flags are deterministic per seed and event id).
-        return SimulateStage(make_backend(self.cfg.backend, self.skims), self.skims)
+        backend = make_backend(self.cfg.backend, self.skims, Beams.of(self.cfg.generator))
+        return SimulateStage(backend, self.skims)
 
     def learner(self) -> LearnerStage:
         from adaptive_bkg.model.training import Trainer

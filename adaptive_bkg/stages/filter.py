@@ -11,29 +11,18 @@ decisions, and no draw can depend on a label (labels do not exist yet).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from typing import Protocol
+from collections.abc import Callable
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 from adaptive_bkg.formats.events import EventBatch, physics_hashes
+from adaptive_bkg.interfaces import Scorer
 from adaptive_bkg.stages.generator import CostFunction, per_event_cost
 from adaptive_bkg.stages.types import Decisions, FilterOutput, GeneratedBatch, WeightsSnapshot
 from adaptive_bkg.stats.sampling import Policy, draw_keep, sigmoid
 
 Calibrator = Callable[[NDArray[np.float64]], NDArray[np.float64]]
-
-
-class Scorer(Protocol):
-    """Anything that turns events into per-skim logits and accepts new weights."""
-
-    def logits(self, batch: EventBatch) -> NDArray[np.floating]:
-        """[n, n_skims] raw logits."""
-        ...
-
-    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None: ...
 
 
 def calibrate(logits: NDArray[np.float64], calibrator: Calibrator | None) -> NDArray[np.float64]:

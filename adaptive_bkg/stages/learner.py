@@ -22,34 +22,20 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 from adaptive_bkg.config import LearnerConfig
 from adaptive_bkg.formats.events import EventBatch
+from adaptive_bkg.interfaces import TrainerLike
 from adaptive_bkg.stages.filter import Calibrator, calibrate
 from adaptive_bkg.stages.types import LabelledBatch, WeightsSnapshot
-from adaptive_bkg.stats.metrics import bootstrap_expected_speedup
 from adaptive_bkg.stats.sampling import Policy
+from adaptive_bkg.stats.speedup import bootstrap_expected_speedup
 
 MIN_EVENTS_FOR_TIMES = 200  # below this many labelled events the prior mean times are used
-
-
-class TrainerLike(Protocol):
-    """The part of `adaptive_bkg.model.training.Trainer` the learner uses."""
-
-    def train_step(
-        self, batch: EventBatch, labels: NDArray[np.bool_], weights: NDArray[np.float64]
-    ) -> Any: ...
-
-    def evaluate(
-        self, batch: EventBatch, labels: NDArray[np.bool_], weights: NDArray[np.float64]
-    ) -> Any: ...
-
-    def state_dict_cpu(self) -> dict[str, torch.Tensor]: ...
 
 
 class MeanTimes(NamedTuple):
@@ -295,7 +281,7 @@ class LearnerStage:
         """Per skim: expected speedup of the current weights + policy on the validation stream.
 
         The stream holds kept events with w = 1/p of the version that kept them, so the means
-        over all events are 1/p-weighted (`metrics.expected_speedup_weighted`); the keep
+        over all events are 1/p-weighted (`speedup.expected_speedup_weighted`); the keep
         probability is the policy's p = max over skims, as in production.
         """
         q = calibrate(

@@ -29,7 +29,7 @@ from scipy.optimize import minimize
 from scipy.special import betaln, digamma, expit, logit
 from scipy.stats import binom
 
-from adaptive_bkg.stats.sampling import fit_sqrt_k
+from adaptive_bkg.stats.policy_fit import fit_sqrt_k
 
 F64 = NDArray[np.float64]
 
@@ -146,7 +146,7 @@ def plugin_speedup(
 ) -> tuple[float, float]:
     """(speedup, k) of the sqrt-optimal policy p = clip(k·sqrt(q), p_min, 1) for events whose
     true q is distributed as `weights` on `grid`: t3·ε / ((t2 + t_slow·E[p])·E[q/p]), the
-    expectation `metrics.expected_speedup` estimates from labels."""
+    expectation `speedup.expected_speedup` estimates from labels."""
     t_fast, t_nn, t_slow = times
     g = np.asarray(weights, dtype=np.float64)
     k = fit_sqrt_k(grid, t_fast, t_nn, t_slow, p_min, weights=g)

@@ -48,8 +48,8 @@ from adaptive_bkg.stats.empirical_bayes import (
     npmle,
     plugin_speedup,
 )
-from adaptive_bkg.stats.metrics import SpeedupEstimate, expected_speedup, oracle_speedup
-from adaptive_bkg.stats.sampling import fit_sqrt_k
+from adaptive_bkg.stats.policy_fit import fit_sqrt_k
+from adaptive_bkg.stats.speedup import SpeedupEstimate, expected_speedup, oracle_speedup
 
 F64 = NDArray[np.float64]
 Times = tuple[float, float, float]

@@ -26,7 +26,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from adaptive_bkg.backends.emulator import EmulatorBackend
+from adaptive_bkg.backends.emulator.context import M_D0, SkimContext
+from adaptive_bkg.config import load_config
 from adaptive_bkg.errors import UserError
+from adaptive_bkg.formats.labelled import labelled_skims, read_labelled
+from adaptive_bkg.stages.recorder import existing_run_dir, read_records, records_skims
 
 F64 = NDArray[np.float64]
 
@@ -57,8 +62,6 @@ OBSERVABLES: tuple[Observable, ...] = (
 
 def observables(events: Any, backend_cfg: Any) -> dict[str, F64]:
     """Per-event values of `OBSERVABLES` (NaN where an event has none, e.g. no lepton)."""
-    from adaptive_bkg.backends.emulator import EmulatorBackend
-    from adaptive_bkg.backends.emulator.skims import M_D0, SkimContext
 
     backend = EmulatorBackend(backend_cfg, ["tau-generic"])  # skims unused: reco only
     ctx = SkimContext(backend.reconstruct(events), backend.beams)
@@ -128,9 +131,6 @@ def closure_histograms(
     compute: Callable[[Any, Any], dict[str, F64]] = observables,
 ) -> Closure:
     """Histograms of the skim-passing events of `data` that the run generated: all vs kept."""
-    from adaptive_bkg.config import load_config
-    from adaptive_bkg.formats.labelled import labelled_skims, read_labelled
-    from adaptive_bkg.stages.recorder import existing_run_dir, read_records, records_skims
 
     run_dir = existing_run_dir(run_dir)
     data = Path(data)
@@ -199,10 +199,10 @@ def closure_histograms(
 
 def plot_closure(closure: Closure) -> Any:
     """A figure: per observable, all events vs weighted kept (Σw² errors) and a pull panel."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib only when drawing
     import mplhep
 
-    from adaptive_bkg.workflows.style import experiment_label, hep_style
+    from adaptive_bkg.pipeline.plots import experiment_label, hep_style
 
     n = len(closure.histograms)
     cols = 4
@@ -238,3 +238,20 @@ def plot_closure(closure: Closure) -> Any:
             y=0.93,
         )
     return fig
+
+
+def write_closure_plots(run_dir: Path, data: Path) -> list[Path]:
+    """One closure figure per skim of the run, written to `run_dir/plots/closure_<skim>.png`."""
+    from adaptive_bkg.pipeline.plots import save_figure  # lazy: matplotlib only when drawing
+
+    run_dir = existing_run_dir(run_dir)
+    out = run_dir / "plots"
+    out.mkdir(exist_ok=True)
+    return [
+        save_figure(
+            plot_closure(closure_histograms(run_dir, data, skim)),
+            out / f"closure_{skim}.png",
+            tight=False,
+        )
+        for skim in records_skims(run_dir / "records")
+    ]

@@ -176,9 +176,9 @@ def to_markdown(comparison: Comparison) -> str:
 
 def write_comparison(comparison: Comparison, out: Path) -> list[Path]:
     """comparison.json, comparison.md and overlay plots (speedup and N_eff vs compute)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib only when drawing
 
-    from adaptive_bkg.workflows.plots import (
+    from adaptive_bkg.pipeline.plots import (
         experiment_label,
         hep_style,
         plot_neff_vs_compute,

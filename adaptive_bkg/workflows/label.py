@@ -19,6 +19,7 @@ from adaptive_bkg.errors import UserError
 from adaptive_bkg.formats.events import EventBatch
 from adaptive_bkg.formats.labelled import LabelledEvents, LabelledWriter, SimResult
 from adaptive_bkg.generators.pythia import PythiaGenerator
+from adaptive_bkg.physics.beams import Beams
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def _labelled_chunks(
     """(skims, iterator of (events, their SimResult)) for `n_events` generated events."""
     if n_events <= 0:
         raise UserError(f"--events must be positive, got {n_events}")
-    backend = make_backend(backend_cfg, skims)
+    backend = make_backend(backend_cfg, skims, Beams.of(generator_cfg))
     generator = PythiaGenerator(generator_cfg)
 
     def chunks() -> Iterator[tuple[EventBatch, SimResult]]:

@@ -6,6 +6,7 @@ The step-level machinery (Trainer, epoch loops, validation) lives in `training.p
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -16,23 +17,25 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from adaptive_bkg.backends.emulator.cost import CostModel
 from adaptive_bkg.config import Config
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.formats.events import EventBatch
-from adaptive_bkg.formats.labelled import LabelledEvents
+from adaptive_bkg.formats.events import EventBatch, read_events
+from adaptive_bkg.formats.labelled import LABELLED_KIND, LabelledEvents, read_labelled
 from adaptive_bkg.model import losses
-from adaptive_bkg.model.features import bucket_edges, bucketed_batches
-from adaptive_bkg.model.part import PartConfig, ParticleTransformer
-from adaptive_bkg.model.training import (
+from adaptive_bkg.model.checkpoint import load_checkpoint, save_checkpoint
+from adaptive_bkg.model.features import bucket_edges, bucketed_batches, check_finite
+from adaptive_bkg.model.fitting import (
     FitProgress,
     MaskedPdgEpoch,
-    Trainer,
     TrainingHistory,
     fit,
     fit_masked_pdg,
-    init_heads_from_prior,
-    plot_learning_curve,
 )
+from adaptive_bkg.model.part import PartConfig, ParticleTransformer, preset
+from adaptive_bkg.model.predict import resolve_device
+from adaptive_bkg.model.training import Trainer, init_heads_from_prior
+from adaptive_bkg.workflows.label import label_in_memory
 
 # Whole runs (what `adaptive-bkg pretrain` / `finetune` call): data in, checkpoint + curve out.
 FINETUNE_MODES: tuple[str, ...] = ("full", "head", "scratch")
@@ -72,7 +75,6 @@ def companion_paths(checkpoint: Path) -> tuple[Path, Path]:
 
 
 def _stage_times(cfg: Config) -> tuple[float, float, float]:
-    from adaptive_bkg.backends.emulator.cost import CostModel
 
     t_fast, t_nn, t_slow = CostModel.from_config(cfg.backend).mean_times
     return float(t_fast), float(t_nn), float(t_slow)
@@ -92,7 +94,6 @@ def _check_out(out: Path) -> Path:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    import json
 
     path.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
 
@@ -125,7 +126,6 @@ def build_trainer(
     times: tuple[float, float, float] | None = None,
 ) -> Trainer:
     """A Trainer with a cosine schedule over `epochs` passes of events of these sizes."""
-    from adaptive_bkg.model.predict import resolve_device
 
     lcfg = cfg.learner
     edges = bucket_edges(cfg.model.max_particles)
@@ -156,8 +156,6 @@ def _train_and_save(
     backbone_lr_factor: float = 1.0,
     freeze_backbone: bool = False,
 ) -> TrainRun:
-    from adaptive_bkg.model.checkpoint import save_checkpoint
-    from adaptive_bkg.model.features import check_finite
 
     start = time.perf_counter()
     out = _check_out(out)  # before training, not after it
@@ -195,6 +193,10 @@ def _train_and_save(
     }
     save_checkpoint(out, model.cpu(), extra=meta)
     curve, metrics = companion_paths(out)
+    from adaptive_bkg.pipeline.plots import (
+        plot_learning_curve,  # lazy: matplotlib only when drawing
+    )
+
     plot_learning_curve(history, curve, title=f"{mode}: {', '.join(model.skims)}")
     pdg_head = {id(p) for p in model.pdg_head.parameters()}  # untouched without SSL
     n_trainable = sum(p.numel() for p in trainer.trainable if id(p) not in pdg_head)
@@ -229,8 +231,6 @@ def pretrain(
     progress: Callable[[FitProgress], None] | None = None,
 ) -> TrainRun:
     """Multi-skim pretraining from scratch on a labelled-events file (`cfg.model.preset`)."""
-    from adaptive_bkg.formats.labelled import read_labelled
-    from adaptive_bkg.model.part import preset
 
     labelled = read_labelled(data, skims)
     if max_events is not None:
@@ -273,7 +273,6 @@ def finetune(
     preset). Events come from `data` (a random, seeded subset) or are generated and labelled;
     validation events from `val_data`, else from the rest of `data` / freshly labelled ones.
     """
-    from adaptive_bkg.model.part import preset
 
     _check_finetune_mode(mode, source)
     if not skims:
@@ -304,8 +303,6 @@ def finetune_model(
 ) -> tuple[ParticleTransformer, dict[str, float | int | str]]:
     """The model a fine-tuning `mode` starts from, with fresh heads for `skims` (seeded by
     learner.seed), and checkpoint meta describing where it came from."""
-    from adaptive_bkg.model.checkpoint import load_checkpoint
-    from adaptive_bkg.model.part import preset
 
     _check_finetune_mode(mode, source)
     torch.manual_seed(cfg.learner.seed)
@@ -334,8 +331,6 @@ def _finetune_data(
     val_data: Path | None,
     label_progress: Callable[[int], None] | None,
 ) -> tuple[LabelledEvents, LabelledEvents]:
-    from adaptive_bkg.formats.labelled import read_labelled
-    from adaptive_bkg.workflows.label import label_in_memory
 
     val = read_labelled(val_data, skims) if val_data is not None else None
     if data is not None:
@@ -368,10 +363,6 @@ def pretrain_masked_pdg(
     progress: Callable[[FitProgress], None] | None = None,
 ) -> MaskedPdgRun:
     """Self-supervised masked-PDG pretraining on an `events` (or labelled-events) file."""
-    from adaptive_bkg.model.checkpoint import save_checkpoint
-    from adaptive_bkg.model.features import check_finite
-    from adaptive_bkg.model.part import preset
-    from adaptive_bkg.model.predict import resolve_device
 
     start = time.perf_counter()
     out = _check_out(out)  # before training, not after it
@@ -424,8 +415,6 @@ def pretrain_masked_pdg(
 
 def read_any_events(path: Path) -> EventBatch:
     """The events of an `events` file or of a `labelled-events` file (labels ignored)."""
-    from adaptive_bkg.formats.events import read_events
-    from adaptive_bkg.formats.labelled import LABELLED_KIND, read_labelled
 
     try:
         return read_events(path)

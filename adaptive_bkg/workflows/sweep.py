@@ -25,8 +25,11 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
+import torch
+
 from adaptive_bkg.config import Config, with_overrides
 from adaptive_bkg.errors import UserError
+from adaptive_bkg.pipeline.replay import replay_run
 
 ALIASES = {"policy": "policy.name"}
 _BOOL = {"on": True, "true": True, "yes": True, "off": False, "false": False, "no": False}
@@ -96,11 +99,6 @@ class PointResult:
 
 def _run_point(cfg_json: str, data: str, point: GridPoint, run_dir: str) -> PointResult:
     """One replay in a worker process (module-level: it is pickled by reference)."""
-    import torch
-
-    from adaptive_bkg.config import Config
-    from adaptive_bkg.pipeline.replay import replay_run
-
     torch.set_num_threads(1)  # one core per point; also what makes points independent
     cfg = with_overrides(Config.model_validate(json.loads(cfg_json)), point.overrides)
     cfg = with_overrides(cfg, [f"run.out={json.dumps(run_dir)}"])

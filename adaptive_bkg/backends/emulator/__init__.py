@@ -1,7 +1,8 @@
 """The embedded slow stage: a parametric Belle II-like detector followed by a skim catalogue.
 
-`EmulatorBackend(cfg, skims)` turns generator-level events into skim pass flags
-(`detector.simulate_detector` then `skims.evaluate_skims`) and charges each event the
+`EmulatorBackend(cfg, skims, beams)` turns generator-level events into skim pass flags
+(`detector.simulate_detector` then `skims.evaluate_skims` in the CMS frame of `beams`, which
+`make_backend` builds from `cfg.generator`) and charges each event the
 calibrated slow-stage cost of `cost.CostModel` on the configured clock (virtual: accounting
 only; wall: the call really takes that long). Flags are deterministic per (backend seed, event
 id): an event re-simulated after a crash, in any batch, gets the same flags.
@@ -17,10 +18,11 @@ from numpy.typing import NDArray
 from adaptive_bkg.backends.emulator.conditions import DetectorParams, detector_params
 from adaptive_bkg.backends.emulator.cost import CostModel, make_clock
 from adaptive_bkg.backends.emulator.detector import RecoEvents, simulate_detector
-from adaptive_bkg.backends.emulator.skims import Beams, Skim, evaluate_skims, get_skims
-from adaptive_bkg.config import BackendConfig
+from adaptive_bkg.backends.emulator.skims import Skim, evaluate_skims, get_skims
+from adaptive_bkg.config import BackendConfig, GeneratorConfig
 from adaptive_bkg.formats.events import EventBatch
 from adaptive_bkg.interfaces import SimResult
+from adaptive_bkg.physics.beams import Beams
 
 __all__ = ["EmulatorBackend"]
 
@@ -35,7 +37,8 @@ class EmulatorBackend:
         self.params: DetectorParams = detector_params(cfg.conditions)
         chosen = tuple(skims) if skims is not None else cfg.skims
         self._skims: tuple[Skim, ...] = get_skims(chosen)
-        self.beams = beams or Beams()
+        # No beams given: the configuration's default (nominal Belle II) beams.
+        self.beams = beams or Beams.of(GeneratorConfig())
         self.cost_model = CostModel.from_config(cfg)
         self.clock = make_clock(cfg)
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from adaptive_bkg.errors import UserError
+from adaptive_bkg.physics.pdg import PDG, mass_gev
 
 SPECIES: tuple[str, ...] = ("e", "mu", "pi", "K", "p")
 """Charged-particle species and PID hypotheses, in this order everywhere (index = code)."""
 E, MU, PI, K, P = range(5)
-SPECIES_MASS_GEV: tuple[float, ...] = (0.000511, 0.105658, 0.139570, 0.493677, 0.938272)
+SPECIES_MASS_GEV: tuple[float, ...] = tuple(
+    mass_gev(code) for code in (PDG.E_MINUS, PDG.MU_MINUS, PDG.PI_PLUS, PDG.K_PLUS, PDG.PROTON)
+)
 
 # PID response P(hypothesis | true species) in two momentum bins (below / above
 # `pid_p_split_gev`); rows are true species, columns hypotheses, in SPECIES order.

@@ -31,7 +31,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 import numpy as np
 import yaml
@@ -41,7 +41,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from adaptive_bkg.backends.emulator.detector import CHARGED_CODES
 from adaptive_bkg.config import BackendConfig
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.formats.events import BKG_TYPES, CROSS_SECTIONS_NB, EventBatch
+from adaptive_bkg.formats.events import EventBatch
+from adaptive_bkg.interfaces import Clock
+from adaptive_bkg.physics.pdg import NEUTRINOS
+from adaptive_bkg.physics.processes import BKG_TYPES, CROSS_SECTIONS_NB
 
 COST_FILE_KIND = "adaptive-bkg-cost"
 COST_FILE_VERSION = 1
@@ -52,7 +55,7 @@ DEFAULT_T_SLOW_MEAN_S = 0.1
 CDC_THETA_DEG = (17.0, 150.0)
 ECL_THETA_DEG = (12.4, 155.1)
 TRACK_MIN_PT_GEV = 0.1
-_NEUTRINOS = np.array([12, 14, 16], dtype=np.int32)
+_NEUTRINOS = np.array(NEUTRINOS, dtype=np.int32)
 
 FEATURES: tuple[str, ...] = ("n_particles", "n_final", "n_tracks", "e_visible_gev")
 """Generator-level features a cost model (and a calibration table) may use."""
@@ -295,17 +298,6 @@ class CostModel:
 
 
 # ---------------------------------------------------------------------------------------------
-class Clock(Protocol):
-    """Where simulated seconds go: counted only (virtual) or really waited (wall)."""
-
-    @property
-    def spent_s(self) -> float:
-        """Total cost-model seconds passed to `spend` so far."""
-        ...
-
-    def spend(self, seconds: float) -> None: ...
-
-
 class VirtualClock:
     """Accounting only: adds up, never waits, fully deterministic."""
 

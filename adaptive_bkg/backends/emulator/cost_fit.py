@@ -23,6 +23,7 @@ from scipy.optimize import least_squares
 
 from adaptive_bkg.backends.emulator.cost import FEATURES, CostFile, event_features
 from adaptive_bkg.errors import UserError, first_line
+from adaptive_bkg.formats.events import read_events
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("t_slow_s", "n_particles", "e_visible_gev")
 MAD_TO_SIGMA = 1.4826  # median absolute deviation of a Gaussian, in standard deviations
@@ -147,7 +148,6 @@ def _features_from_events(
     table: TimingTable, events_path: Path, names: Sequence[str], source: Path
 ) -> dict[str, NDArray[np.float64]]:
     """Feature columns computed from the generator events, in the timing table's row order."""
-    from adaptive_bkg.formats.events import read_events
 
     assert table.event_id is not None
     events = read_events(events_path)

@@ -11,14 +11,13 @@ makes what reconstruction would hand to a skim:
 * V0s (K_S -> pi+ pi-, Lambda -> p pi-) when both daughters are tracks and the decay radius
   lies in a window.
 
-Pythia leaves K_S, Lambda (tau0 > 10 mm) undecayed and may leave pi0s, so the emulator decays
-them itself (two-body, isotropic, exponential flight) before the detector step.
+The K_S, Lambda and pi0 that the generator left undecayed are decayed first (`decays.py`).
 
-Randomness is counter-based: every random number is a hash of (backend seed, event id, the
-particle's position in its event, a stream number). The same event therefore gets the same
-response whatever batch it is simulated in, which is what a re-simulation after a crash needs.
-All sums over an event's objects go through `np.bincount`, which adds in input order, so even
-the floating-point rounding does not depend on the batch.
+Randomness is counter-based (`randomness.py`): every random number is a hash of (backend seed,
+event id, the particle's position in its event, a stream number). The same event therefore gets
+the same response whatever batch it is simulated in, which is what a re-simulation after a crash
+needs. All sums over an event's objects go through `np.bincount`, which adds in input order, so
+even the floating-point rounding does not depend on the batch.
 """
 
 from __future__ import annotations
@@ -37,7 +36,33 @@ from adaptive_bkg.backends.emulator.conditions import (
     K,
     P,
 )
+from adaptive_bkg.backends.emulator.decays import Particles, decay_unstable, final_state
+from adaptive_bkg.backends.emulator.randomness import (
+    S_ANGLE,
+    S_BKG_A,
+    S_BKG_B,
+    S_BKG_C,
+    S_BKG_COUNT_CLUSTERS,
+    S_BKG_COUNT_TRACKS,
+    S_BKG_D,
+    S_BKG_E,
+    S_D0,
+    S_ECL_TRACK,
+    S_PHOTON_EFF,
+    S_PHOTON_SMEAR,
+    S_PID,
+    S_PT_SMEAR,
+    S_TRACK_EFF,
+    S_V0_FIT,
+    S_Z0,
+    child_keys,
+    event_keys,
+    normal,
+    poisson,
+    uniform,
+)
 from adaptive_bkg.formats.events import EventBatch, offsets_from_counts
+from adaptive_bkg.physics.pdg import PDG, charge
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
@@ -45,98 +70,27 @@ U64 = NDArray[np.uint64]
 Bool = NDArray[np.bool_]
 
 MASS = np.asarray(SPECIES_MASS_GEV)
-M_KS, M_LAMBDA, M_PI0, M_NEUTRON = 0.497611, 1.115683, 0.134977, 0.939565  # PDG
-CTAU_CM = {310: 2.6844, 3122: 7.89}  # PDG c·tau
-BR_KS_PIPI, BR_LAMBDA_PPI = 0.692, 0.639  # PDG; the rest goes to the neutral-pion channel
 
-# Charged long-lived particles, i.e. those Pythia leaves undecayed at tau0Max = 10 mm (e, mu,
-# pi, K, p, Sigma-, Sigma+, Xi-, Omega-; sorted: searched with np.searchsorted; the cost model's
-# track count uses them too) -> (species used for the detector response, charge of the
-# positive-pdg particle). Long-lived charged hyperons are treated as pion-like tracks.
-CHARGED_CODES = np.array([11, 13, 211, 321, 2212, 3112, 3222, 3312, 3334])
-_CHARGED_SPECIES = np.array([E, MU, PI, K, P, PI, PI, PI, PI], dtype=np.int8)
-_CHARGED_SIGN = np.array([-1, -1, 1, 1, 1, -1, 1, -1, -1], dtype=np.int8)
+# Charged long-lived particles, i.e. those Pythia leaves undecayed at tau0Max = 10 mm, sorted by
+# code (searched with np.searchsorted; the cost model's track count uses them too) -> species
+# used for the detector response. Long-lived charged hyperons are treated as pion-like tracks.
+_CHARGED: tuple[tuple[int, int], ...] = (
+    (PDG.E_MINUS, E),
+    (PDG.MU_MINUS, MU),
+    (PDG.PI_PLUS, PI),
+    (PDG.K_PLUS, K),
+    (PDG.PROTON, P),
+    (PDG.SIGMA_MINUS, PI),
+    (PDG.SIGMA_PLUS, PI),
+    (PDG.XI_MINUS, PI),
+    (PDG.OMEGA_MINUS, PI),
+)
+CHARGED_CODES = np.array([code for code, _ in _CHARGED])
+_CHARGED_SPECIES = np.array([species for _, species in _CHARGED], dtype=np.int8)
+_CHARGED_SIGN = np.array([charge(code) for code, _ in _CHARGED], dtype=np.int8)  # of pdg > 0
 
 V0_KINDS: tuple[str, ...] = ("K_S0", "Lambda0", "anti-Lambda0")
 KSHORT, LAMBDA, ANTILAMBDA = range(3)
-
-
-# ---------------------------------------------------------------------------------------------
-# Counter-based random numbers (splitmix64 finaliser), vectorised.
-_GOLDEN = 0x9E3779B97F4A7C15
-_MASK64 = (1 << 64) - 1
-
-
-def _mix(x: U64) -> U64:
-    x = x ^ (x >> np.uint64(30))
-    x = x * np.uint64(0xBF58476D1CE4E5B9)
-    x = x ^ (x >> np.uint64(27))
-    x = x * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def _offset(k: int) -> np.uint64:
-    return np.uint64((k * _GOLDEN) & _MASK64)
-
-
-def child_keys(keys: U64, slot: NDArray[np.integer] | int, salt: int = 0) -> U64:
-    """Keys of sub-objects (particle in an event, daughter of a particle, ...)."""
-    slots = np.broadcast_to(np.asarray(slot, dtype=np.uint64), keys.shape)
-    slots = slots + np.uint64(1 + (salt << 20))  # array arithmetic wraps mod 2^64 silently
-    return _mix(keys ^ _mix(slots * np.uint64(_GOLDEN)))
-
-
-def uniform(keys: U64, stream: int) -> F64:
-    """One U(0, 1) number per key for a given stream; never exactly 0 or 1."""
-    bits = _mix(keys + _offset(stream)) >> np.uint64(11)
-    return (bits.astype(np.float64) + 0.5) * (1.0 / (1 << 53))
-
-
-def normal(keys: U64, stream: int) -> F64:
-    """One N(0, 1) number per key (Box–Muller on two streams)."""
-    u1, u2 = uniform(keys, stream), uniform(keys, stream + 10_000)
-    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
-
-
-def event_keys(event_id: U64, seed: int) -> U64:
-    seed_key = _mix(np.asarray([seed & _MASK64], dtype=np.uint64))[0]
-    return _mix(np.asarray(event_id, dtype=np.uint64) ^ seed_key)
-
-
-def poisson(u: F64, mean: float) -> I64:
-    """Inverse-CDF Poisson draws from uniforms (mean is a fixed scalar)."""
-    if mean <= 0:
-        return np.zeros(u.shape, dtype=np.int64)
-    k = np.arange(int(mean + 10 * np.sqrt(mean) + 10))
-    log_pmf = k * np.log(mean) - mean - np.cumsum(np.log(np.maximum(k, 1)))
-    cdf = np.cumsum(np.exp(log_pmf))
-    return np.minimum(np.searchsorted(cdf, u), len(k) - 1).astype(np.int64)
-
-
-# Stream numbers: one per independent random decision.
-(
-    S_TRACK_EFF,
-    S_PT_SMEAR,
-    S_PID,
-    S_D0,
-    S_Z0,
-    S_ECL_TRACK,
-    S_PHOTON_EFF,
-    S_PHOTON_SMEAR,
-    S_DECAY_CHANNEL,
-    S_DECAY_COS,
-    S_DECAY_PHI,
-    S_FLIGHT,
-    S_V0_FIT,
-    S_BKG_COUNT_TRACKS,
-    S_BKG_COUNT_CLUSTERS,
-    S_BKG_A,
-    S_BKG_B,
-    S_BKG_C,
-    S_BKG_D,
-    S_BKG_E,
-    S_ANGLE,
-) = range(1, 22)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,156 +156,6 @@ class RecoEvents:
 
 
 # ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
-class _Particles:
-    """Internal flat list of final-state particles (generator + emulator decays)."""
-
-    event: I64
-    pdg: NDArray[np.int32]
-    energy: F64
-    px: F64
-    py: F64
-    pz: F64
-    x: F64
-    y: F64
-    z: F64
-    key: U64
-    uid: I64  # global index in the batch of a generator particle; -1 for emulator daughters
-    v0_parent: I64  # uid of the K_S / Lambda this came from, else -1
-
-    def select(self, mask: Bool | I64) -> _Particles:
-        return _Particles(**{f: getattr(self, f)[mask] for f in _PARTICLE_FIELDS})
-
-    @staticmethod
-    def concat(parts: list[_Particles]) -> _Particles:
-        return _Particles(
-            **{f: np.concatenate([getattr(p, f) for p in parts]) for f in _PARTICLE_FIELDS}
-        )
-
-
-_PARTICLE_FIELDS = (
-    "event",
-    "pdg",
-    "energy",
-    "px",
-    "py",
-    "pz",
-    "x",
-    "y",
-    "z",
-    "key",
-    "uid",
-    "v0_parent",
-)
-
-
-def _final_state(batch: EventBatch, keys: U64) -> _Particles:
-    n_part = int(batch.offsets[-1])
-    event = batch.particle_event_index
-    start = batch.offsets[:-1][event]
-    local = np.arange(n_part, dtype=np.int64) - start
-    mother = batch.mother.astype(np.int64)
-    valid = (mother >= 0) & (mother < batch.n_particles[event])
-    mother_global = np.where(valid, start + mother, -1)
-    has_daughter = np.zeros(n_part, dtype=np.bool_)
-    has_daughter[mother_global[valid]] = True
-    final = ~has_daughter
-    mother_pdg = np.where(valid, batch.pdg[np.maximum(mother_global, 0)], 0)
-    # Daughters of a K_S / Lambda that the generator decayed itself still make a V0.
-    from_v0 = valid & np.isin(np.abs(mother_pdg), (310, 3122))
-    sel = np.flatnonzero(final)
-    return _Particles(
-        event=event[sel],
-        pdg=batch.pdg[sel],
-        energy=batch.E[sel].astype(np.float64),
-        px=batch.px[sel].astype(np.float64),
-        py=batch.py[sel].astype(np.float64),
-        pz=batch.pz[sel].astype(np.float64),
-        x=batch.x[sel].astype(np.float64),
-        y=batch.y[sel].astype(np.float64),
-        z=batch.z[sel].astype(np.float64),
-        key=child_keys(keys[event[sel]], local[sel]),
-        uid=sel.astype(np.int64),
-        v0_parent=np.where(from_v0, mother_global, -1)[sel],
-    )
-
-
-def _two_body(
-    parent: _Particles,
-    mass: F64,
-    m1: F64,
-    m2: F64,
-    pdg1: NDArray[np.int32],
-    pdg2: NDArray[np.int32],
-    flight_ctau_cm: F64,
-    v0_uid: I64,
-) -> _Particles:
-    """Isotropic two-body decays in the parent rest frame, boosted; exponential flight."""
-    key = parent.key
-    p_mag = np.sqrt(parent.px**2 + parent.py**2 + parent.pz**2)
-    energy = np.sqrt(p_mag**2 + mass**2)
-    flight = p_mag / mass * flight_ctau_cm * -np.log(uniform(key, S_FLIGHT))
-    unit = 1.0 / np.maximum(p_mag, 1e-12)
-    vx = parent.x + flight * parent.px * unit
-    vy = parent.y + flight * parent.py * unit
-    vz = parent.z + flight * parent.pz * unit
-    q = np.sqrt(np.maximum((mass**2 - (m1 + m2) ** 2) * (mass**2 - (m1 - m2) ** 2), 0)) / (2 * mass)
-    cos_t = 2.0 * uniform(key, S_DECAY_COS) - 1.0
-    sin_t = np.sqrt(1.0 - cos_t**2)
-    phi = 2.0 * np.pi * uniform(key, S_DECAY_PHI)
-    qx, qy, qz = q * sin_t * np.cos(phi), q * sin_t * np.sin(phi), q * cos_t
-    bx, by, bz = parent.px / energy, parent.py / energy, parent.pz / energy
-    b2 = np.maximum(bx**2 + by**2 + bz**2, 1e-300)
-    gamma = energy / mass
-    daughters = []
-    for sign, m_d, pdg_d, slot in ((1.0, m1, pdg1, 0), (-1.0, m2, pdg2, 1)):
-        e_rest = np.sqrt(q**2 + m_d**2)
-        bq = sign * (bx * qx + by * qy + bz * qz)
-        coef = (gamma - 1.0) * bq / b2 + gamma * e_rest
-        daughters.append(
-            _Particles(
-                event=parent.event,
-                pdg=pdg_d,
-                energy=gamma * (e_rest + bq),
-                px=sign * qx + coef * bx,
-                py=sign * qy + coef * by,
-                pz=sign * qz + coef * bz,
-                x=vx,
-                y=vy,
-                z=vz,
-                key=child_keys(key, slot, salt=1),
-                uid=np.full(len(key), -1, dtype=np.int64),
-                v0_parent=v0_uid,
-            )
-        )
-    return _Particles.concat(daughters)
-
-
-def _decay_unstable(parts: _Particles) -> _Particles:
-    """Decay the K_S, Lambda and pi0 that the generator left undecayed."""
-    decay = np.isin(np.abs(parts.pdg), (310, 3122, 111))
-    if not decay.any():
-        return parts
-    parent = parts.select(decay)
-    apdg = np.abs(parent.pdg)
-    sign = np.sign(parent.pdg).astype(np.int32)
-    u = uniform(parent.key, S_DECAY_CHANNEL)
-    is_ks, is_lambda = apdg == 310, apdg == 3122
-    charged = np.where(is_ks, u < BR_KS_PIPI, is_lambda & (u < BR_LAMBDA_PPI))
-    m_pi, m_p = MASS[PI], MASS[P]
-    mass = np.select([is_ks, is_lambda], [M_KS, M_LAMBDA], M_PI0)
-    # Daughter 1 / 2: K_S -> pi+ pi- | pi0 pi0;  Lambda -> p pi- | n pi0;  pi0 -> gamma gamma.
-    channel = [is_ks & charged, is_ks, is_lambda & charged, is_lambda]
-    m1 = np.select(channel, [m_pi, M_PI0, m_p, M_NEUTRON], 0.0)
-    m2 = np.select(channel, [m_pi, M_PI0, m_pi, M_PI0], 0.0)
-    pdg1 = np.select(channel, [211, 111, 2212 * sign, 2112 * sign], 22).astype(np.int32)
-    pdg2 = np.select(channel, [-211, 111, -211 * sign, 111], 22).astype(np.int32)
-    ctau = np.select([is_ks, is_lambda], [CTAU_CM[310], CTAU_CM[3122]], 0.0)
-    v0_uid = np.where(is_ks | is_lambda, parent.uid, parent.v0_parent)
-    daughters = _two_body(parent, mass, m1, m2, pdg1, pdg2, ctau, v0_uid)
-    return _Particles.concat([parts.select(~decay), daughters])
-
-
 def _in_ranges(theta_deg: F64, ranges: tuple[tuple[float, float], ...]) -> Bool:
     inside = np.zeros(theta_deg.shape, dtype=np.bool_)
     for lo, hi in ranges:
@@ -384,7 +188,7 @@ def draw_pid(
     return (u[:, None] > cum).sum(axis=1).astype(np.int8)
 
 
-def _make_tracks(parts: _Particles, params: DetectorParams) -> dict[str, NDArray[np.generic]]:
+def _make_tracks(parts: Particles, params: DetectorParams) -> dict[str, NDArray[np.generic]]:
     """Reconstruct the charged particles; track columns plus internal v0_parent, rho, key."""
     code_pos = np.searchsorted(CHARGED_CODES, np.abs(parts.pdg))
     code_pos = np.minimum(code_pos, len(CHARGED_CODES) - 1)
@@ -461,9 +265,9 @@ def _make_tracks(parts: _Particles, params: DetectorParams) -> dict[str, NDArray
 
 
 def _make_photon_clusters(
-    parts: _Particles, params: DetectorParams
+    parts: Particles, params: DetectorParams
 ) -> dict[str, NDArray[np.generic]]:
-    ph = parts.select(parts.pdg == 22)
+    ph = parts.select(parts.pdg == PDG.GAMMA)
     p = np.sqrt(ph.px**2 + ph.py**2 + ph.pz**2)
     theta = np.degrees(np.arctan2(np.hypot(ph.px, ph.py), ph.pz))
     energy = ph.energy * (1.0 + _ecl_sigma(ph.energy, params) * normal(ph.key, S_PHOTON_SMEAR))
@@ -576,9 +380,9 @@ def _make_v0s(
         & (uniform(keys[a], S_V0_FIT) < params.v0_fit_efficiency)
     )
     a, b, kind_pdg, flight = a[ok], b[ok], kind_pdg[ok], flight[ok]
-    kind = np.select([kind_pdg == 310, kind_pdg == 3122], [KSHORT, LAMBDA], ANTILAMBDA).astype(
-        np.int8
-    )
+    kind = np.select(
+        [kind_pdg == PDG.K_S0, kind_pdg == PDG.LAMBDA], [KSHORT, LAMBDA], ANTILAMBDA
+    ).astype(np.int8)
     # Lambda: the positive daughter is the proton; anti-Lambda: the negative one.
     a_is_proton = ((kind == LAMBDA) & (tracks.charge[a] > 0)) | (
         (kind == ANTILAMBDA) & (tracks.charge[a] < 0)
@@ -615,9 +419,9 @@ def simulate_detector(batch: EventBatch, params: DetectorParams, seed: int) -> R
     """Detector response for a whole batch; deterministic per (seed, event id)."""
     n = len(batch)
     keys = event_keys(batch.event_id, seed)
-    parts = _final_state(batch, keys)
+    parts = final_state(batch, keys)
     for _ in range(2):  # K_S -> pi0 pi0 needs a second round for the pi0s
-        parts = _decay_unstable(parts)
+        parts = decay_unstable(parts)
     track_cols = _make_tracks(parts, params)
     bkg_tracks, bkg_clusters = _beam_background(keys, params)
     cols, track_offsets = _sorted_csr([track_cols, bkg_tracks], n)

@@ -16,9 +16,12 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from adaptive_bkg.backends.emulator import EmulatorBackend
 from adaptive_bkg.config import Config
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.formats.events import CROSS_SECTIONS_NB
+from adaptive_bkg.generators.pythia import generate_events
+from adaptive_bkg.physics.beams import Beams
+from adaptive_bkg.physics.processes import CROSS_SECTIONS_NB
 
 
 @dataclass(frozen=True)
@@ -92,12 +95,10 @@ def measure_retention(
     cfg: Config, n_per_type: int, skims: Sequence[str] | None = None
 ) -> RetentionTable:
     """Generate `n_per_type` events of each configured type, emulate, and count passes."""
-    from adaptive_bkg.backends.emulator import EmulatorBackend
-    from adaptive_bkg.generators.pythia import generate_events
 
     if n_per_type <= 0:
         raise UserError(f"--events must be > 0, got {n_per_type}")
-    backend = EmulatorBackend(cfg.backend, skims)
+    backend = EmulatorBackend(cfg.backend, skims, Beams.of(cfg.generator))
     types = cfg.generator.types
     rows, counts = [], []
     elapsed, n_total = 0.0, 0

@@ -1,5 +1,5 @@
-"""Plots of a run directory in a HEP style: mplhep's ROOT style, `histplot` for histograms and
-a "Belle II Simulation" label (mplhep has no Belle II style; this is its manner of labelling).
+"""Every figure of the project in one HEP style: mplhep's ROOT style, `histplot` for histograms
+and a "Belle II emulated" label (`hep_style`, `experiment_label`; the detector is the emulator).
 
 Each plot is a data function returning a typed result (what the tests check: the numbers, not
 the pixels) and a small drawing function on a given axes; the notebooks call the same pairs:
@@ -8,17 +8,20 @@ the pixels) and a small drawing function on a given axes; the notebooks call the
     weights_by_version(run_dir)        -> plot_weights_by_version
     keep_probability_by_label(run_dir) -> plot_keep_probability
     roc_by_version(run_dir)            -> plot_roc
-    closure.closure_histograms(...)    -> plot_closure (closure.py)
 
-`plot_run(run_dir)` writes them all to `run_dir/plots/` (and is called at the end of every run).
+`plot_run(run_dir)` writes them all to `run_dir/plots/` (and is called at the end of every run);
+closure plots (`workflows.closure.write_closure_plots`) need the labelled file a run replayed.
+`plot_learning_curve(history, path)` draws a pretraining or fine-tuning history (recipes.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -30,10 +33,24 @@ from numpy.typing import NDArray
 
 from adaptive_bkg.pipeline.live import read_metrics
 from adaptive_bkg.stages.recorder import existing_run_dir, read_records, records_skims
-from adaptive_bkg.workflows.style import experiment_label, hep_style
+
+if TYPE_CHECKING:  # annotation only: drawing a run's plots never loads torch
+    from adaptive_bkg.model.fitting import TrainingHistory
 
 F64 = NDArray[np.float64]
 MAX_VERSIONS = 6  # versions drawn per plot, spread evenly from first to last
+
+
+@contextmanager
+def hep_style() -> Iterator[None]:
+    """mplhep's ROOT style for the plots made inside (leaves global matplotlib settings alone)."""
+    with plt.style.context(mplhep.style.ROOT):
+        yield
+
+
+def experiment_label(ax: Any, rlabel: str = "") -> None:
+    """ "Belle II emulated" top left (the detector is the emulator, not basf2), `rlabel` right."""
+    mplhep.label.exp_label(exp="Belle II", llabel="emulated", rlabel=rlabel, ax=ax, loc=0)
 
 
 def spread(values: Sequence[int], n: int = MAX_VERSIONS) -> list[int]:
@@ -261,7 +278,7 @@ def plot_roc(rocs: Sequence[Roc], ax: Any, skim: str = "") -> None:
 
 
 # --- all of it ----------------------------------------------------------------------------------
-def _save(fig: Any, path: Path, tight: bool = True) -> Path:
+def save_figure(fig: Any, path: Path, tight: bool = True) -> Path:
     if tight:
         fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -269,7 +286,7 @@ def _save(fig: Any, path: Path, tight: bool = True) -> Path:
     return path
 
 
-def plot_run(run_dir: Path, closure_data: Path | None = None) -> list[Path]:
+def plot_run(run_dir: Path) -> list[Path]:
     """Write every plot of `run_dir` into `run_dir/plots/`; returns the paths written."""
     run_dir = existing_run_dir(run_dir)
     out = run_dir / "plots"
@@ -285,28 +302,60 @@ def plot_run(run_dir: Path, closure_data: Path | None = None) -> list[Path]:
             plot_speedup_vs_compute(curves, ax_speed)
             for ax in (ax_neff, ax_speed):
                 experiment_label(ax, title)
-            written.append(_save(fig, out / "progress.png"))
+            written.append(save_figure(fig, out / "progress.png"))
         if any(_records(run_dir, ["kept"])["kept"]):
             fig, ax = plt.subplots(figsize=(8, 6))
             plot_weights_by_version(weights_by_version(run_dir), ax)
             experiment_label(ax, title)
-            written.append(_save(fig, out / "weights_by_version.png"))
+            written.append(save_figure(fig, out / "weights_by_version.png"))
             fig, axes = plt.subplots(1, len(skims), figsize=(8 * len(skims), 6), squeeze=False)
             for ax, skim in zip(axes[0], skims, strict=True):
                 plot_keep_probability(keep_probability_by_label(run_dir, skim), ax)
                 experiment_label(ax, skim)
-            written.append(_save(fig, out / "keep_probability.png"))
+            written.append(save_figure(fig, out / "keep_probability.png"))
             fig, axes = plt.subplots(1, len(skims), figsize=(8 * len(skims), 6), squeeze=False)
             for ax, skim in zip(axes[0], skims, strict=True):
                 plot_roc(roc_by_version(run_dir, skim), ax, skim)
                 experiment_label(ax, skim)
-            written.append(_save(fig, out / "roc_by_version.png"))
-        if closure_data is not None:
-            from adaptive_bkg.workflows.closure import closure_histograms, plot_closure
-
-            for skim in skims:
-                histograms = closure_histograms(run_dir, closure_data, skim)
-                written.append(
-                    _save(plot_closure(histograms), out / f"closure_{skim}.png", tight=False)
-                )
+            written.append(save_figure(fig, out / "roc_by_version.png"))
     return written
+
+
+# --- training ---------------------------------------------------------------------------------
+def plot_learning_curve(history: TrainingHistory, path: Path, title: str = "") -> Path:
+    """Two panels: train (running) and validation loss; validation AUC per skim."""
+    fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(11, 4.2))
+    if history.step_loss:
+        steps, values = zip(*history.step_loss, strict=True)
+        ax_loss.plot(steps, values, color="0.6", lw=1, label="train (running mean)")
+    if history.epochs:
+        ax_loss.plot(
+            [e.step for e in history.epochs],
+            [e.train_loss for e in history.epochs],
+            "o-",
+            label="train (epoch mean)",
+        )
+        ax_loss.plot(
+            [e.step for e in history.epochs],
+            [e.val_loss for e in history.epochs],
+            "s-",
+            label="validation",
+        )
+        for skim in history.skims:
+            aucs = [e.skims[skim].auc if skim in e.skims else math.nan for e in history.epochs]
+            ax_auc.plot([e.epoch for e in history.epochs], aucs, "o-", label=skim)
+    ax_loss.set_xlabel("optimiser step")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend(fontsize=8)
+    ax_auc.set_xlabel("epoch")
+    ax_auc.set_ylabel("validation AUC")
+    ax_auc.legend(fontsize=7, ncol=2)
+    ax_auc.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
