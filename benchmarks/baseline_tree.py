@@ -53,8 +53,8 @@ from adaptive_bkg.physics.shapes import (
     sphericity_axes,
     thrust_about,
 )
+from adaptive_bkg.stats.limit_estimate import scored_speedup
 from adaptive_bkg.stats.metrics import weighted_auc
-from adaptive_bkg.workflows.bayes_limit import scored_speedup
 
 F64 = NDArray[np.float64]
 CDC_THETA = (math.radians(17.0), math.radians(150.0))

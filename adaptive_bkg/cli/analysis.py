@@ -132,6 +132,14 @@ def bayes_limit(
         int, typer.Option("--bootstrap", help="Bootstrap resamples for the uncertainty.")
     ] = 100,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write JSON here.")] = None,
+    covariate: Annotated[
+        Path | None,
+        typer.Option("--covariate", help="npz of per-event scores per skim (prior mean)."),
+    ] = None,
+    counts: Annotated[
+        Path | None,
+        typer.Option("--counts", help="npz of replica counts: reused if present, else written."),
+    ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -141,6 +149,7 @@ def bayes_limit(
         bayes_limit_events,
         check_request,
         estimate_bayes_limit,
+        read_covariate,
         result_lines,
     )
 
@@ -149,10 +158,14 @@ def bayes_limit(
     names = split_skims(skims) or []
     if out is not None and out.is_dir():
         raise UserError(f"--out {out} is a folder; give a file name such as limit.json")
+    scores = None if covariate is None else read_covariate(covariate, names, events)
     batch = bayes_limit_events(cfg, events, data)
     bar, update = progress_bar("replicas", replicas)
     with bar:
-        result = estimate_bayes_limit(cfg, batch, names, replicas, bootstrap, progress=update)
+        result = estimate_bayes_limit(
+            cfg, batch, names, replicas, bootstrap, progress=update, covariate=scores,
+            covariate_source=None if covariate is None else str(covariate), counts_file=counts,
+        )  # fmt: skip
     print_lines(result_lines(result))
     if out is not None:
         out.write_text(result.to_json())
