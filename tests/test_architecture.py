@@ -191,3 +191,35 @@ def test_only_the_orchestrator_imports_ray() -> None:
             if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "ray":
                 importers.add(module)
     assert importers == RAY_MODULES
+
+
+def _local_import_blocks() -> Iterator[tuple[str, int, list[str]]]:
+    """(module, line, source lines) of each function's own imports, the 3 lines before included."""
+    for module, path in MODULES.items():
+        source = path.read_text()
+        lines = source.splitlines()
+        tree = ast.parse(source)
+        skipped = _type_checking_nodes(tree)
+        for function in ast.walk(tree):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            imports = [
+                node
+                for node in ast.walk(function)
+                if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in skipped
+            ]
+            if imports:
+                first = min(node.lineno for node in imports)
+                last = max(node.end_lineno or node.lineno for node in imports)
+                yield module, first, lines[max(first - 4, 0) : last]
+
+
+def test_every_function_local_import_says_why() -> None:
+    """Imports inside functions exist only to keep start-up light (or a worker's process
+    lean); each block carries a comment saying so, so that none hides a cycle or a habit."""
+    silent = [
+        f"{module}:{line}"
+        for module, line, block in _local_import_blocks()
+        if not any("#" in text for text in block)
+    ]
+    assert silent == []

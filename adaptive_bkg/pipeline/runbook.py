@@ -220,7 +220,7 @@ class RunBook:
         }
         (self.run_dir / SUMMARY_FILE).write_text(summary_to_json(final.summary, extra))
         if self.plan.cfg.run.plots and final.n_generated:
-            from adaptive_bkg.pipeline.plots import plot_run
+            from adaptive_bkg.pipeline.plots import plot_run  # lazy: matplotlib only to draw
 
             plot_run(self.run_dir)
         return RunResult(

@@ -19,17 +19,26 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from adaptive_bkg.backends import make_backend
+from adaptive_bkg.backends.emulator.cost import CostModel
 from adaptive_bkg.checkpoints import resolve_checkpoint
 from adaptive_bkg.config import Config, ModelConfig
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.formats.events import EventBatch
+from adaptive_bkg.generators.pythia import PythiaGenerator
+from adaptive_bkg.generators.recorded import FileSource
 from adaptive_bkg.interfaces import EventSource, StageFactory
+from adaptive_bkg.model.checkpoint import load_checkpoint, save_checkpoint
+from adaptive_bkg.model.part import preset
+from adaptive_bkg.model.predict import predict_logits, resolve_device
+from adaptive_bkg.model.training import Trainer, init_heads_from_prior
 from adaptive_bkg.physics.beams import Beams
 from adaptive_bkg.stages.filter import FilterStage
 from adaptive_bkg.stages.generator import GeneratorStage
 from adaptive_bkg.stages.learner import LearnerStage, MeanTimes
 from adaptive_bkg.stages.simulate import SimulateStage
 from adaptive_bkg.stages.types import WeightsSnapshot
+from adaptive_bkg.stats.sampling import make_policy
 from adaptive_bkg.user_code import load_object
 
 if TYPE_CHECKING:
@@ -48,7 +57,6 @@ class ModelScorer:
         self.cfg = cfg
 
     def logits(self, batch: EventBatch) -> NDArray[np.floating]:
-        from adaptive_bkg.model.predict import predict_logits
 
         return predict_logits(
             self.model,
@@ -89,19 +97,14 @@ class DefaultStages:
     def cost_model(self) -> CostModel | None:
         if self.cfg.backend.name == "external":
             return None  # real compute: measured wall times
-        from adaptive_bkg.backends.emulator.cost import CostModel
 
         return CostModel.from_config(self.cfg.backend)
 
     def _device(self) -> torch.device:
-        from adaptive_bkg.model.predict import resolve_device
 
         return resolve_device(self.cfg.model.device)
 
     def _load(self, device: torch.device | str = "cpu") -> LoadedModel:
-        from adaptive_bkg.model.checkpoint import load_checkpoint
-        from adaptive_bkg.model.part import preset
-        from adaptive_bkg.model.training import init_heads_from_prior
 
         loaded = load_checkpoint(
             self.checkpoint_path,
@@ -121,7 +124,6 @@ class DefaultStages:
 
     @cached_property
     def _pretrained_skims(self) -> tuple[str, ...]:
-        from adaptive_bkg.model.checkpoint import load_checkpoint
 
         return load_checkpoint(self.checkpoint_path).skims
 
@@ -144,12 +146,8 @@ class DefaultStages:
     def generator(self, worker: int, run: int, incarnation: int = 0) -> GeneratorStage:
         source: EventSource
         if self.source_path is not None:
-            from adaptive_bkg.generators.recorded import FileSource
-
             source = FileSource(self.source_path)
         else:
-            from adaptive_bkg.generators.pythia import PythiaGenerator
-
             source = PythiaGenerator(
                 self.cfg.generator,
                 worker=worker,
@@ -174,7 +172,6 @@ class DefaultStages:
         )
 
     def simulator(self, index: int) -> SimulateStage:
-        from adaptive_bkg.backends import make_backend
 
         # Same backend seed in every simulator: an event's flags must not depend on which
         # actor simulated it (the emulator's flags are deterministic per seed and event id).
@@ -182,8 +179,6 @@ class DefaultStages:
         return SimulateStage(backend, self.skims)
 
     def learner(self) -> LearnerStage:
-        from adaptive_bkg.model.training import Trainer
-        from adaptive_bkg.stats.sampling import make_policy
 
         torch.set_num_threads(max(1, int(self.cfg.ray.learner_cpus)))
         torch.manual_seed(self.cfg.learner.seed)  # the new head's initialisation
@@ -217,7 +212,6 @@ class DefaultStages:
         )
 
     def save_checkpoint(self, path: Path, snapshot: WeightsSnapshot) -> None:
-        from adaptive_bkg.model.checkpoint import save_checkpoint
 
         if snapshot.state_dict is None:
             raise ValueError("save_checkpoint needs a snapshot with weights")

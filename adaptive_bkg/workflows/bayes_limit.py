@@ -38,9 +38,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from adaptive_bkg.backends import make_backend
+from adaptive_bkg.backends.emulator.cost import CostModel
 from adaptive_bkg.config import Config
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.formats.events import EventBatch
+from adaptive_bkg.generators.pythia import PythiaGenerator
 from adaptive_bkg.stats.limit_estimate import (
     LimitPoint,
     ReplicaCounts,
@@ -48,6 +51,7 @@ from adaptive_bkg.stats.limit_estimate import (
     limits_from_counts,
     replica_steps,
 )
+from adaptive_bkg.workflows.recipes import read_any_events
 
 F64 = NDArray[np.float64]
 
@@ -83,7 +87,6 @@ def simulate_replicas(
     """Labels from the config's backend seed s0 and counts among seeds s0+1 … s0+R, kept at
     R/4, R/2 and R. Any registered backend (or `module:Class`) whose randomness follows its
     `seed` works. `progress(done)` is called after every replica."""
-    from adaptive_bkg.backends import make_backend
 
     label_seed = cfg.backend.seed
 
@@ -126,7 +129,6 @@ def estimate_bayes_limit(
     counts_file: reuse the replica counts stored there when it exists (same events, the
     ladder's R among its steps), else simulate and store them there.
     """
-    from adaptive_bkg.backends.emulator.cost import CostModel
 
     check_request(max(len(events), 1), replicas, n_bootstrap)
     if len(events) == 0:
@@ -208,15 +210,12 @@ def read_covariate(path: Path, skims: Sequence[str], n_events: int) -> dict[str,
 def bayes_limit_events(cfg: Config, n_events: int, data: Path | None) -> EventBatch:
     """The first `n_events` of `data` (events or labelled file), else freshly generated ones."""
     if data is not None:
-        from adaptive_bkg.workflows.recipes import read_any_events
-
         if not Path(data).exists():
             raise UserError(f"--data {data} does not exist; give an events or labelled file")
         batch = read_any_events(Path(data))
         if len(batch) < n_events:
             raise UserError(f"--data {data} holds {len(batch)} events, fewer than --events")
         return batch.take(np.arange(n_events))
-    from adaptive_bkg.generators.pythia import PythiaGenerator
 
     return PythiaGenerator(cfg.generator).next_batch(n_events)
 
