@@ -25,7 +25,7 @@ def test_closure_of_the_shipped_learning_replay() -> None:
     assert closure.n_pass_all == int(labelled.labels[:, 0].sum())  # the run replayed every event
     assert len(closure.histograms) >= 8
     values = observables(labelled.batch.take(np.flatnonzero(labelled.labels[:, 0])),
-                         load_config(DATA / "run-tau" / "config.yaml").backend)  # fmt: skip
+                         load_config(DATA / "run-tau" / "config.yaml"))  # fmt: skip
     for h in closure.histograms:
         # "all" holds every passing event with a value (clipped into range, none lost).
         assert h.all_counts.sum() == np.isfinite(values[h.observable.name]).sum()

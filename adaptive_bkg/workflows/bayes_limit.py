@@ -44,6 +44,7 @@ from adaptive_bkg.config import Config
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.formats.events import EventBatch
 from adaptive_bkg.generators.pythia import PythiaGenerator
+from adaptive_bkg.physics.beams import Beams
 from adaptive_bkg.stats.limit_estimate import (
     LimitPoint,
     ReplicaCounts,
@@ -93,7 +94,7 @@ def simulate_replicas(
     def backend_for(backend_seed: int) -> Any:
         # The virtual clock only counts: a wall clock would really wait for every replica.
         backend_cfg = cfg.backend.model_copy(update={"seed": backend_seed, "clock": "virtual"})
-        return make_backend(backend_cfg, tuple(skims))
+        return make_backend(backend_cfg, tuple(skims), Beams.of(cfg.generator))
 
     first = backend_for(label_seed)
     labels = np.asarray(first.simulate(events).flags, dtype=np.bool_)

@@ -28,9 +28,10 @@ from numpy.typing import NDArray
 
 from adaptive_bkg.backends.emulator import EmulatorBackend
 from adaptive_bkg.backends.emulator.context import M_D0, SkimContext
-from adaptive_bkg.config import load_config
+from adaptive_bkg.config import Config, load_config
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.formats.labelled import labelled_skims, read_labelled
+from adaptive_bkg.physics.beams import Beams
 from adaptive_bkg.stages.recorder import existing_run_dir, read_records, records_skims
 
 F64 = NDArray[np.float64]
@@ -60,10 +61,11 @@ OBSERVABLES: tuple[Observable, ...] = (
 )
 
 
-def observables(events: Any, backend_cfg: Any) -> dict[str, F64]:
-    """Per-event values of `OBSERVABLES` (NaN where an event has none, e.g. no lepton)."""
-
-    backend = EmulatorBackend(backend_cfg, ["tau-generic"])  # skims unused: reco only
+def observables(events: Any, cfg: Config) -> dict[str, F64]:
+    """Per-event values of `OBSERVABLES` (NaN where an event has none, e.g. no lepton), with the
+    run's detector settings and beams."""
+    # skims unused: reconstruction only
+    backend = EmulatorBackend(cfg.backend, ["tau-generic"], Beams.of(cfg.generator))
     ctx = SkimContext(backend.reconstruct(events), backend.beams)
     v = ctx.variables
     values: dict[str, F64] = {
@@ -128,7 +130,7 @@ def closure_histograms(
     run_dir: Path,
     data: Path,
     skim: str | None = None,
-    compute: Callable[[Any, Any], dict[str, F64]] = observables,
+    compute: Callable[[Any, Config], dict[str, F64]] = observables,
 ) -> Closure:
     """Histograms of the skim-passing events of `data` that the run generated: all vs kept."""
 
@@ -163,7 +165,7 @@ def closure_histograms(
     w = table.column("weight").to_numpy()
     cfg = load_config(run_dir / "config.yaml")
     events = labelled.batch.take(rows[passed])
-    values = compute(events, cfg.backend)
+    values = compute(events, cfg)
     kept_pass, w_pass = kept[passed], w[passed]
     p = table.column("p").to_numpy()[passed]
     # p = 0 (hard-cut only) is not importance sampling: those events can never be made up, and
