@@ -18,7 +18,6 @@ from adaptive_bkg.backends.labelled import recorded_skims
 from adaptive_bkg.checkpoints import resolve_checkpoint
 from adaptive_bkg.config import Config, RayConfig
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.generators.recorded import FileSource
 from adaptive_bkg.model.checkpoint_header import read_header
 from adaptive_bkg.physics.beams import Beams
 from adaptive_bkg.stats.sampling import make_policy
@@ -133,6 +132,10 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
 def check_replayable(cfg: Config, data: Path) -> None:
     """Fail before anything is written when `data` is missing, not an event file, or (with
     labels from the file) lacks labels for a requested skim."""
+    # lazy: the generators package loads Pythia's record helpers (awkward, ~0.2 s), which a
+    # `run` with bad input need not pay for
+    from adaptive_bkg.generators.recorded import FileSource
+
     data = Path(data)
     if not data.exists():
         raise UserError(f"replay data {data} not found")

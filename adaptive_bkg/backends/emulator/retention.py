@@ -19,7 +19,6 @@ from numpy.typing import NDArray
 from adaptive_bkg.backends.emulator import EmulatorBackend
 from adaptive_bkg.config import Config
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.generators.pythia import generate_events
 from adaptive_bkg.physics.beams import Beams
 from adaptive_bkg.physics.processes import CROSS_SECTIONS_NB
 
@@ -95,6 +94,8 @@ def measure_retention(
     cfg: Config, n_per_type: int, skims: Sequence[str] | None = None
 ) -> RetentionTable:
     """Generate `n_per_type` events of each configured type, emulate, and count passes."""
+    # lazy: Pythia and awkward load only when retention is measured, not with the CLI
+    from adaptive_bkg.generators.pythia import generate_events
 
     if n_per_type <= 0:
         raise UserError(f"--events must be > 0, got {n_per_type}")
