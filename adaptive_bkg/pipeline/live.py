@@ -56,6 +56,10 @@ class MetricsRecord:
     max_weight: float
     weight_quantiles: tuple[tuple[float, float], ...]
     skims: Mapping[str, SkimMetrics]
+    # The learner's replay buffer: training events held and capacity (0 = no report yet).
+    # Its fill is what the learner's memory grows with until it is full (docs/reliability.md).
+    learner_buffer_events: int = 0
+    learner_buffer_capacity: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), allow_nan=True)
@@ -77,6 +81,7 @@ def metrics_record(
     learner_steps: int,
     online_auc: Mapping[str, float] | None,
     expected_speedup: Mapping[str, tuple[float, float]] | None = None,
+    learner_buffer: tuple[int, int] = (0, 0),
 ) -> MetricsRecord:
     auc = online_auc or {}
     expected = expected_speedup or {}
@@ -108,6 +113,8 @@ def metrics_record(
             )
             for name, s in summary.skims.items()
         },
+        learner_buffer_events=learner_buffer[0],
+        learner_buffer_capacity=learner_buffer[1],
     )
 
 
@@ -119,6 +126,14 @@ def _pm(value: float | None, error: float | None) -> str:
     """'1.23 ± 0.05', with n/a for what is not known yet."""
     shown = "n/a" if value is None or not math.isfinite(value) else f"{value:.2f}"
     return f"{shown} ± {'n/a' if error is None else f'{error:.2f}'}"
+
+
+def _buffer_fill(record: MetricsRecord) -> str:
+    """'12,345 of 50,000 events (25 %)', or n/a before the learner's first report."""
+    events, capacity = record.learner_buffer_events, record.learner_buffer_capacity
+    if capacity <= 0:
+        return "n/a"
+    return f"{events:,} of {capacity:,} events ({100 * min(events / capacity, 1.0):.0f} %)"
 
 
 def read_metrics(path: Path) -> list[MetricsRecord]:
@@ -145,6 +160,7 @@ def render(
         ("kept", f"{record.n_kept:,} ({record.kept_per_s:,.0f}/s)"),
         ("simulated", f"{record.n_simulated:,} ({record.simulated_per_s:,.0f}/s)"),
         ("model version", f"{record.model_version} ({record.learner_steps} steps)"),
+        ("learner replay buffer", _buffer_fill(record)),
         ("max weight", f"{record.max_weight:.1f}"),
         (
             "weight quantiles",

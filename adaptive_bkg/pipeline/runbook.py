@@ -173,6 +173,9 @@ class RunBook:
                 learner_steps=learner.steps if learner else 0,
                 online_auc=learner.online_auc if learner else None,
                 expected_speedup=learner.expected_speedup if learner else None,
+                learner_buffer=(learner.buffer_events, learner.buffer_capacity)
+                if learner
+                else (0, 0),
             ),
             self._toward(),
         )

@@ -59,6 +59,10 @@ class LearnerStatus:
     # Expected speedup (value, bootstrap σ) of the newest version's weights and policy on the
     # validation stream, per skim: what the current model would reach from now on.
     expected_speedup: Mapping[str, tuple[float, float]] | None = None
+    # Training events held in the replay buffer and its capacity: the learner's memory grows
+    # with the fill, so an operator (and the soak's warm-up) sees when it is full.
+    buffer_events: int = 0
+    buffer_capacity: int = 0
 
 
 class _Chunk(NamedTuple):
@@ -323,4 +327,6 @@ class LearnerStage:
             online_auc=dict(self.online_auc) if self.online_auc else None,
             k=params,
             expected_speedup=dict(self.expected_speedup) if self.expected_speedup else None,
+            buffer_events=self.buffer.n,
+            buffer_capacity=self.buffer.capacity,
         )
