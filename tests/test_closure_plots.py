@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from adaptive_bkg.cli import app
 from adaptive_bkg.config import load_config
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.formats.labelled import read_labelled
@@ -62,3 +65,18 @@ def test_closure_needs_the_replayed_file(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not found"):
         closure_histograms(DATA / "run-tau", tmp_path / "missing.parquet")
     assert {o.name for o in OBSERVABLES} >= {"n_tracks", "e_vis", "thrust", "r2", "lepton_pstar"}
+
+
+def test_plot_closure_from_the_command_line(tmp_path: Path) -> None:
+    """`adaptive-bkg plot RUN --closure DATA` writes the run's figures and one closure figure
+    per skim (on a copy: the shipped run stays untouched)."""
+    run = shutil.copytree(DATA / "run-tau", tmp_path / "run")
+    result = CliRunner().invoke(
+        app, ["plot", str(run), "--closure", str(DATA / "labelled.parquet")]
+    )
+    assert result.exit_code == 0, result.output
+    closure_png = run / "plots" / f"closure_{SKIM}.png"
+    assert closure_png.is_file()
+    assert closure_png.stat().st_size > 10_000
+    assert f"wrote {closure_png}" in result.output.replace("\n", "")
+    assert (run / "plots" / "roc_by_version.png").is_file()
