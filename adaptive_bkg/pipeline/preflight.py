@@ -1,4 +1,5 @@
-"""Checks of the machine and the output path that must pass before a production starts.
+"""Checks of the inputs, the machine and the output path that must pass before a production
+starts: skims, policy, backend, checkpoint header, replay file, Ray address or resources, --out.
 
 Everything here runs in the driver before Ray starts and before any file is written, so a
 mistake costs one line and exit 2 (UserError) instead of a traceback from inside an actor, a
