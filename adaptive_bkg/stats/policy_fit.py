@@ -13,7 +13,6 @@ import math
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.optimize import minimize, minimize_scalar
 
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.stats.speedup import cost_per_event
@@ -96,6 +95,9 @@ def fit_sqrt_k(
     values = np.array([objective(g) for g in grid])
     i = int(np.argmin(values))
     left, right = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
+    # lazy: scipy.optimize costs ~0.3 CPU-s, paid by every CLI start-up otherwise
+    from scipy.optimize import minimize_scalar
+
     result = minimize_scalar(
         objective, bounds=(left, right), method="bounded", options={"xatol": 1e-9}
     )
@@ -136,6 +138,8 @@ def fit_skewed_sigmoid(
         return float(
             cost_per_event(t_fast, t_nn, t_slow, float(np.dot(wa, p))) * np.dot(wa, ya / p)
         )
+
+    from scipy.optimize import minimize  # lazy: see fit_sqrt_k
 
     a0, b0, c0 = start
     starts = [
