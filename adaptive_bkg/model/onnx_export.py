@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from adaptive_bkg.errors import UserError
+from adaptive_bkg.errors import UserError, first_line
 from adaptive_bkg.model.features import N_RESERVED_IDS, PAD_ID, UNKNOWN_ID, ModelInputs, pdg_vocab
 from adaptive_bkg.model.part import ParticleTransformer
 
@@ -101,8 +101,9 @@ def export_onnx(model: ParticleTransformer, path: Path | str, opset: int = DEFAU
                 dynamo=False,
             )
     except Exception as exc:  # the exporter raises many types; name the cause in one line
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"ONNX export to {path} failed at opset {opset}: {first}") from None
+        raise UserError(
+            f"ONNX export to {path} failed at opset {opset}: {first_line(exc)[:200]}"
+        ) from None
     proto = onnx.load(str(path))
     entries = {"skims": ",".join(model.skims), "pdg_vocab_version": pdg_vocab().version}
     entries["input_feature_order"] = "t,x,y,z,E,px,py,pz"
