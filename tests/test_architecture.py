@@ -143,7 +143,7 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 def test_the_graph_is_read() -> None:
     """Guards the tests below against an empty graph (a parser that finds nothing passes)."""
     assert f"{ROOT}.pipeline.orchestrate" in MODULES
-    assert Import(f"{ROOT}.stages.filter", f"{ROOT}.stats.sampling", 0, False).target in {
+    assert f"{ROOT}.stats.sampling" in {
         i.target for i in IMPORTS if i.source == f"{ROOT}.stages.filter"
     }
     assert len(IMPORTS) > 200
