@@ -371,11 +371,17 @@ def compare(
     pretrained: Sequence[str] = PRETRAINED,
     batch_size: int = 2000,
     progress: bool = True,
+    partial: Path | None = None,
 ) -> list[RunRow]:
+    """`partial`: a JSON-lines file each finished run is appended to at once, so that an
+    interrupted comparison (hours at full size) keeps every run it finished."""
     rows: list[RunRow] = []
 
     def add(row: RunRow) -> None:
         rows.append(row)
+        if partial is not None:
+            with partial.open("a") as f:
+                f.write(json.dumps(asdict(row), default=str) + "\n")
         if progress:
             print(
                 f"{row.case:32s} {row.strategy:9s} seed {row.seed}: speedup "
@@ -515,6 +521,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             rows = compare(
                 args.nominal, args.degraded, args.high_background, args.budget, seeds,
                 args.two_step_events, work, held_out, pretrained, args.compare_batch_size,
+                partial=None if args.out is None else args.out.with_suffix(".runs.jsonl"),
             )  # fmt: skip
             table = aggregate(rows)
             result["compare"] = {
