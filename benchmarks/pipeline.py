@@ -21,6 +21,8 @@
     .venv/bin/python benchmarks/pipeline.py --part overhead --events 200000 --out o.json
     .venv/bin/python benchmarks/pipeline.py --part compare --nominal lab.parquet \\
         --degraded deg.parquet --high-background hb.parquet --budget 3000 --seeds 3 --out c.json
+    .venv/bin/python benchmarks/pipeline.py --budget 3000 --from-runs a.runs.jsonl b.runs.jsonl \\
+        --out c.json    # the table of runs finished by several (or interrupted) processes
 
 `--quick` makes its own tiny inputs (synthetic events; 3000 labelled Pythia events) and runs
 every part at toy size: it checks that the benchmark works, its figures mean nothing.
@@ -458,9 +460,9 @@ def markdown(table: Sequence[dict[str, Any]], budget_s: float) -> str:
         tte = r["time_to_break_even_s_mean"]
         reached = f"{r['runs_breaking_even']}/{r['seeds']}"
         lines.append(
-            f"| {r['case']} | {r['strategy']} | {r['seeds']} | {r['speedup_mean']:.2f} ± "
-            f"{r['speedup_sem']:.2f} | {r['speedup_sigma_mean']:.2f} | "
-            f"{'–' if expected is None else f'{expected:.2f}'} | "
+            f"| {r['case']} | {r['strategy']} | {r['seeds']} | {r['speedup_mean']:.3f} ± "
+            f"{r['speedup_sem']:.3f} | {r['speedup_sigma_mean']:.3f} | "
+            f"{'–' if expected is None else f'{expected:.3f}'} | "
             f"{'never' if tte is None else f'{tte:.0f} s ({reached})'}"
             f" | {r['events_mean']:,.0f} |"
         )
@@ -489,6 +491,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--high-background", type=Path, help="labelled file, high-background")
     parser.add_argument("--budget", type=float, default=3000.0, help="emulated compute, s")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--first-seed", type=int, default=1, help="seeds first … first+seeds-1 (split a run)"
+    )
+    parser.add_argument(
+        "--from-runs",
+        type=Path,
+        nargs="+",
+        help="only aggregate finished runs from these <out>.runs.jsonl files (no new runs)",
+    )
     parser.add_argument("--two-step-events", type=int, default=10_000)
     parser.add_argument("--held-out", default=",".join(HELD_OUT), help="comma list of skims")
     parser.add_argument("--pretrained", default=",".join(PRETRAINED), help="comma list")
@@ -509,11 +520,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             labelled = _quick_inputs(work)
             args.nominal = args.degraded = labelled  # toy: the same file stands in for both
             args.high_background = None
-        if args.part in ("all", "overhead"):
+        if args.part in ("all", "overhead") and not args.from_runs:
             result["overhead"] = overhead(args.events, args.batch_size, work)
             print(json.dumps(result["overhead"], indent=2), flush=True)
-        if args.part in ("all", "compare"):
-            seeds = list(range(1, args.seeds + 1))
+        if args.from_runs:
+            rows = [
+                RunRow(**json.loads(line))
+                for path in args.from_runs
+                for line in path.read_text().splitlines()
+                if line.strip()
+            ]
+            table = aggregate(rows)
+            result["compare"] = {
+                "budget_s": args.budget,
+                "seeds": sorted({r.seed for r in rows}),
+                "from_runs": [str(p) for p in args.from_runs],
+                "runs": [asdict(r) for r in rows],
+                "table": table,
+                "markdown": markdown(table, args.budget),
+            }
+            print(result["compare"]["markdown"], flush=True)
+        elif args.part in ("all", "compare"):
+            seeds = list(range(args.first_seed, args.first_seed + args.seeds))
             held_out = [x for x in args.held_out.split(",") if x]
             pretrained = [x for x in args.pretrained.split(",") if x]
             if args.quick:

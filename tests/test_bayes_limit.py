@@ -3,6 +3,7 @@ recovers q(x) and the limit within their stated uncertainties; the CLI runs end 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterator, Sequence
@@ -25,7 +26,7 @@ from adaptive_bkg.cli import app
 from adaptive_bkg.config import BackendConfig, load_config
 from adaptive_bkg.formats.events import EventBatch, write_events
 from adaptive_bkg.interfaces import SimResult
-from adaptive_bkg.stats.limit_estimate import limit_speedup, replica_steps
+from adaptive_bkg.stats.limit_estimate import replica_steps, stored_steps
 from adaptive_bkg.stats.policy_fit import fit_sqrt_k
 from adaptive_bkg.stats.speedup import expected_speedup
 from adaptive_bkg.workflows.bayes_limit import BayesLimitResult, estimate_bayes_limit
@@ -114,18 +115,22 @@ def test_both_estimates_recover_the_closed_form_limit(
     assert best.method == "covariate"
     assert best.speedup_err > 0
     assert best.plugin_err > 0
-    # Lower estimate: within 3σ (30 bootstrap resamples make σ itself uncertain by ~13 %).
-    # Measured: 1.56 ± 0.05 against 1.646.
-    assert abs(best.speedup - truth) < 3 * best.speedup_err, (best, truth)
-    # The exact q scored on the same labels: q̃ can only lose speedup against it.
-    labels = ClosedFormBackend(load_config(None, []).backend).simulate(events).flags[:, 0]
-    exact, _ = limit_speedup(true_pass_probability(events), labels, times, p_min)
-    assert best.speedup < exact + 0.01
+    # Lower estimate: a filter's speedup, so never above the limit beyond its error, and close
+    # below it (measured 1.601 ± 0.008 at R = 100, i.e. q̃ from 50 replicas, against 1.646:
+    # soft labels make it precise enough to see it is still 2.7 % short).
+    ladder_values = [p.speedup for p in skim.points]
+    assert best.speedup < truth + 3 * best.speedup_err, (ladder_values, truth)
+    assert truth - best.speedup < 0.05 * truth, (ladder_values, truth)
+    # No rung falls below the one before beyond the errors (measured 1.615 ± 0.016 at R = 25,
+    # 1.601 ± 0.008 at R = 100: with this good a covariate the prior carries the small rungs).
+    for lower, higher in itertools.pairwise(skim.points):
+        gap = math.hypot(lower.speedup_err, higher.speedup_err)
+        assert higher.speedup > lower.speedup - 3 * gap, (ladder_values, truth)
     # Plug-in: every rung of the ladder within 3σ of the limit (measured 1.644 / 1.643 /
     # 1.645 ± ~0.02), and the ladder has converged.
     for point in skim.points:
         assert abs(point.plugin - truth) < 3 * point.plugin_err, (point, truth)
-    assert skim.converged
+    assert skim.plugin_converged
     assert abs(skim.eff - true_pass_probability(events).mean()) < 3 * skim.eff_err + 1e-3
 
 
@@ -135,8 +140,9 @@ def test_plugin_is_consistent_along_the_replica_ladder(events: EventBatch) -> No
     cfg = load_config(None, ["backend.name=closed-form-test"])
     result = estimate_bayes_limit(cfg, events, [SKIM], replicas=40, n_bootstrap=20, seed=2)
     truth = closed_form_limit(events, result.times, result.p_min)
-    small = estimate_bayes_limit(cfg, events, [SKIM], replicas=2, n_bootstrap=20, seed=2)
-    far = small.skims[0].best
+    small = estimate_bayes_limit(cfg, events, [SKIM], replicas=8, n_bootstrap=20, seed=2)
+    far = small.skims[0].points[0]
+    assert far.replicas == 2
     assert abs(far.plugin - truth) > 5 * far.plugin_err
     gaps = [abs(p.plugin - truth) for p in (far, *result.skims[0].points)]  # R = 2, 10, 20, 40
     assert gaps[0] > gaps[1] > 0.0
@@ -144,21 +150,24 @@ def test_plugin_is_consistent_along_the_replica_ladder(events: EventBatch) -> No
 
 
 def test_new_lower_estimate_beats_the_single_beta_at_small_r(events: EventBatch) -> None:
-    """At R = 10 the old single-Beta shrinkage gives every event with the same count the same
-    q̃; the NPMLE posterior and, more so, a covariate prior (a classifier with noise 0.5 on the
-    logit) get closer to the limit (measured 1.38 single-Beta, 1.43 NPMLE, covariate below)."""
+    """With q̃ from 10 replicas (R = 20) the old single-Beta shrinkage gives every event with the
+    same count the same q̃; the NPMLE posterior and, more so, a covariate prior (a classifier
+    with noise 0.5 on the logit) get closer to the limit (measured: see the message)."""
     cfg = load_config(None, ["backend.name=closed-form-test"])
-    plain = estimate_bayes_limit(cfg, events, [SKIM], replicas=10, n_bootstrap=20, seed=3)
+    plain = estimate_bayes_limit(cfg, events, [SKIM], replicas=20, n_bootstrap=20, seed=3)
     score = {SKIM: noisy_covariate(events, noise=0.5)}
     with_cov = estimate_bayes_limit(
-        cfg, events, [SKIM], replicas=10, n_bootstrap=20, seed=3, covariate=score
+        cfg, events, [SKIM], replicas=20, n_bootstrap=20, seed=3, covariate=score
     )
     truth = closed_form_limit(events, plain.times, plain.p_min)
     npmle_point, cov_point = plain.skims[0].best, with_cov.skims[0].best
     assert cov_point.method == "covariate"
     assert len(cov_point.prior) == 4
+    assert npmle_point.fit_replicas == cov_point.fit_replicas == 10
     old = npmle_point.speedup_beta
-    # Same labels for all three: the differences are the q̃ alone (label noise cancels).
+    print(f"single-Beta {old:.3f}, NPMLE {npmle_point.speedup:.3f}, covariate "
+          f"{cov_point.speedup:.3f}, limit {truth:.3f}")  # fmt: skip
+    # Same soft labels for all three: the differences are the q̃ alone.
     assert npmle_point.speedup > old + 0.02
     assert cov_point.speedup > npmle_point.speedup + 0.02
     assert truth - cov_point.speedup < 0.5 * (truth - old)
@@ -166,7 +175,9 @@ def test_new_lower_estimate_beats_the_single_beta_at_small_r(events: EventBatch)
 
 def test_replica_ladder() -> None:
     assert replica_steps(500) == (125, 250, 500)
-    assert replica_steps(2) == (1, 2)
+    assert stored_steps(500) == (62, 125, 250, 500)
+    assert replica_steps(8) == (2, 4, 8)
+    assert stored_steps(8) == (1, 2, 4, 8)
 
 
 def test_cli_end_to_end_on_an_events_file(tmp_path: Path, events: EventBatch) -> None:
@@ -224,7 +235,7 @@ def test_cli_stores_and_reuses_counts_with_a_covariate(tmp_path: Path, events: E
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--replicas", "1"], "--replicas must be at least 2"),
+        (["--replicas", "7"], "--replicas must be at least 8"),
         (["--events", "0"], "--events must be positive"),
         (["--data", "missing.parquet"], "does not exist"),
         (["--covariate", "missing.npz"], "does not exist"),

@@ -5,10 +5,12 @@ The backend's randomness is counter-based per (backend seed, event id), so simul
 events with R other backend seeds gives counts c ~ Bin(R, q(x)) per event. Two estimates of
 the limit come from them (stats/empirical_bayes.py), each at R/4, R/2 and R:
 
-* a lower estimate: the sqrt-optimal policy fitted on a per-event q̃ and scored with the
-  expected-speedup formula on the labels of one more, independent seed (the config's backend
-  seed, never among the replicas). q̃ is a function of x and of the replicas only, i.e. a
-  legitimate filter, so noise in q̃ can only cost speedup (in expectation), never inflate it.
+* a lower estimate, cross-fitted: at ladder point r, the sqrt-optimal policy fitted on a
+  per-event q̃ from the first r/2 replicas, scored with the expected-speedup formula on soft
+  labels, the pass fraction among the other r/2 replicas and one more seed (the config's
+  backend seed, never among the replicas). q̃ is a function of x and of its replicas only, i.e.
+  a legitimate filter, so noise in q̃ can only cost speedup (in expectation), never inflate it;
+  the soft labels are unbiased for q(x) and independent of q̃.
   q̃ is the empirical-Bayes posterior mean under a prior whose mean depends on the event
   through a covariate score (any independent filter's q, e.g. the tree baseline trained on
   other events) when one is given, else under the NPMLE ĝ of the q distribution. The old
@@ -46,11 +48,12 @@ from adaptive_bkg.formats.events import EventBatch
 from adaptive_bkg.generators.pythia import PythiaGenerator
 from adaptive_bkg.physics.beams import Beams
 from adaptive_bkg.stats.limit_estimate import (
+    MIN_REPLICAS,
     LimitPoint,
     ReplicaCounts,
     SkimLimit,
     limits_from_counts,
-    replica_steps,
+    stored_steps,
 )
 from adaptive_bkg.workflows.recipes import read_any_events
 
@@ -86,8 +89,8 @@ def simulate_replicas(
     progress: Callable[[int], None] | None = None,
 ) -> ReplicaCounts:
     """Labels from the config's backend seed s0 and counts among seeds s0+1 … s0+R, kept at
-    R/4, R/2 and R. Any registered backend (or `module:Class`) whose randomness follows its
-    `seed` works. `progress(done)` is called after every replica."""
+    R/4, R/2, R and their halves (`stored_steps`). Any registered backend (or `module:Class`)
+    whose randomness follows its `seed` works. `progress(done)` is called after every replica."""
 
     label_seed = cfg.backend.seed
 
@@ -98,7 +101,7 @@ def simulate_replicas(
 
     first = backend_for(label_seed)
     labels = np.asarray(first.simulate(events).flags, dtype=np.bool_)
-    steps = replica_steps(replicas)
+    steps = stored_steps(replicas)
     counts = np.zeros(labels.shape, dtype=np.int32)
     snapshots = []
     for r in range(1, replicas + 1):
@@ -173,7 +176,7 @@ def stored_counts(
             f"--counts {path} holds counts for other events ({len(counts.event_id):,} stored, "
             f"{len(events):,} asked); give the same --data/--events or a new --counts file"
         )
-    for r in replica_steps(replicas):
+    for r in stored_steps(replicas):
         counts.at(r)
     return counts
 
@@ -182,8 +185,11 @@ def check_request(n_events: int, replicas: int, n_bootstrap: int) -> None:
     """Reject bad sizes before any event is generated."""
     if n_events <= 0:
         raise UserError(f"--events must be positive, got {n_events}")
-    if replicas < 2:
-        raise UserError(f"--replicas must be at least 2, got {replicas}")
+    if replicas < MIN_REPLICAS:
+        raise UserError(
+            f"--replicas must be at least {MIN_REPLICAS} (every ladder point is split in a "
+            f"fitting and a scoring half), got {replicas}"
+        )
     if n_bootstrap < 2:
         raise UserError(f"--bootstrap must be at least 2, got {n_bootstrap}")
 
@@ -233,8 +239,9 @@ def result_lines(result: BayesLimitResult) -> list[str]:
         f"({result.replica_seeds[0]}…{result.replica_seeds[1]}), scored on seed "
         f"{result.label_seed}; times {t_fast:.3g} : {t_nn:.3g} : {t_slow:.3g} s, "
         f"p_min {result.p_min:g}, ± = bootstrap over events ({result.n_bootstrap}); lower "
-        "estimate: policy on the posterior-mean q̃ scored on the labels; plug-in: sqrt-optimal "
-        "speedup of the NPMLE of the q distribution"
+        "estimate at R: policy on the posterior-mean q̃ of the first R/2 replicas, scored on the "
+        "pass fraction of the other R/2 and the label seed; plug-in: sqrt-optimal speedup of "
+        "the NPMLE of the q distribution from all R"
     ]
     for s in result.skims:
         lower = ", ".join(
@@ -247,7 +254,7 @@ def result_lines(result: BayesLimitResult) -> list[str]:
             f"({'converged' if s.lower_converged else 'still rising: a lower bound'}); plug-in "
             f"{plugin} ({'converged' if s.plugin_converged else 'not converged'}); oracle "
             f"{s.oracle_speedup:.2f} (plug-in {100 * s.best.fraction_of_oracle:.0f} % of it); "
-            f"at R={s.best.replicas} single-Beta {s.best.speedup_beta:.2f}, raw c/R "
-            f"{s.best.speedup_raw:.2f}"
+            f"on the same halves at R={s.best.replicas}: single-Beta "
+            f"{s.best.speedup_beta:.2f}, raw c/r {s.best.speedup_raw:.2f}"
         )
     return lines
