@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
     events = PythiaGenerator(GeneratorConfig(seed=1)).next_batch(args.events)
@@ -100,8 +101,8 @@ def main() -> None:
         "meets_target": cpu["detector_and_all_skims"] >= 20_000,
         "machine": describe(),
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 
