@@ -204,6 +204,11 @@ def overhead(results: Path, name: str) -> str:
     )
 
 
+def _ratio_err(point: dict[str, Any]) -> float | None:
+    err = point.get("events_per_s_err")
+    return None if err is None else err / point["ideal_events_per_s"]
+
+
 def scaling(results: Path, name: str) -> str:
     data = load(results, name or "scaling.json")
     if not data:
@@ -214,10 +219,10 @@ def scaling(results: Path, name: str) -> str:
             f"{p['events']:,}",
             f"{num(p['wall_s'], 1)} s",
             f"{num(p['startup_s'], 1)} s",
-            f"{num(p['events_per_s'], 0)} (over {p['steady_events']:,} events, "
-            f"{num(p['steady_s'], 1)} s)",
+            f"{pm(p['events_per_s'], p.get('events_per_s_err'), 0)} (over "
+            f"{p['steady_events']:,} events, {num(p['steady_s'], 1)} s)",
             num(p["ideal_events_per_s"], 0),
-            num(p["efficiency"]),
+            pm(p["efficiency"], _ratio_err(p)),
         ]
         for p in data["points"]
     ]
@@ -247,7 +252,7 @@ def scaling(results: Path, name: str) -> str:
             f"Per-batch cost of the whole chain (zero-cost backend, 2 simulate actors, batches of "
             f"{chain['batch_size']}): {num(chain['batches_per_s'], 1)} batches/s = "
             f"{num(chain['per_batch_ms'], 1)} ms per batch "
-            f"({num(chain['events_per_s'], 0)} events/s); driver CPU "
+            f"({pm(chain['events_per_s'], chain.get('events_per_s_err'), 0)} events/s); driver CPU "
             f"{num(chain['driver_cpu_ms_per_batch'], 1)} ms per batch (whole run / batches).",
         ]
     rec = data.get("recorder") or []

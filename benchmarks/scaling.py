@@ -112,6 +112,7 @@ class Point:
     steady_events: int
     steady_s: float
     events_per_s: float  # steady state: slope of recorded events vs time
+    events_per_s_err: float  # spread over thirds of the window
     ideal_events_per_s: float
     efficiency: float
     nodes_used: int
@@ -173,12 +174,9 @@ def run_point(
     # The slope of recorded events vs time over the window: less sensitive than the two end
     # points to when the driver, on a loaded machine, got round to writing a metrics line.
     window = [r for r in records if r.wall_s >= start.wall_s]
-    if len(window) >= 3 and steady_s > 0 and steady_events > 0:
-        t = np.array([r.wall_s for r in window])
-        n = np.array([r.n_generated for r in window], float)
-        rate = float(np.polyfit(t, n, 1)[0])
-    else:
-        rate = steady_events / steady_s if steady_s > 0 and steady_events > 0 else float("nan")
+    t = np.array([r.wall_s for r in window])
+    n = np.array([r.n_generated for r in window], float)
+    rate, rate_err = _slope(t, n, simulators * batch_size)
     ideal = simulators / (sleep_ms / 1e3) if sleep_ms > 0 else float("nan")
     return Point(
         simulators=simulators,
@@ -190,11 +188,26 @@ def run_point(
         steady_events=steady_events,
         steady_s=steady_s,
         events_per_s=rate,
+        events_per_s_err=rate_err,
         ideal_events_per_s=ideal,
         efficiency=rate / ideal if sleep_ms > 0 else float("nan"),
         nodes_used=_nodes_alive(),
         driver_cpu_ms_per_batch=1e3 * cpu / n_batches,
     )
+
+
+def _slope(t: np.ndarray, n: np.ndarray, per_round: int) -> tuple[float, float]:
+    """Events/s ± its standard error from the times at which each round of `per_round` events
+    (one batch per actor) was complete: a straight-line fit through those points, so the
+    steps of whole batches do not enter, only how evenly the rounds came."""
+    targets = np.arange(n[0] + per_round, n[-1] + 1, per_round)
+    done = np.searchsorted(n, targets)  # first metrics line at which each round was recorded
+    x, y = t[done], n[done]
+    if len(x) < 3:
+        span = t[-1] - t[0]
+        return ((n[-1] - n[0]) / span if span > 0 else float("nan")), float("nan")
+    (rate, _), cov = np.polyfit(x, y, 1, cov=True)
+    return float(rate), float(np.sqrt(cov[0, 0]))
 
 
 def _nodes_alive() -> int:
@@ -280,19 +293,33 @@ def plot(points: list[dict[str, Any]], png: Path, title: str) -> None:
     rate = np.array([p["events_per_s"] for p in points])
     ideal = np.array([p["ideal_events_per_s"] for p in points])
     wall = np.array([p["wall_s"] for p in points])
+    startup = np.array([p["startup_s"] for p in points])
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.plot(k, ideal, "k--", label="ideal: K / t_sim")
     a.plot(k, rate, "o-", label="measured (steady state)")
     a.set(xscale="log", yscale="log", xlabel="simulate actors K", ylabel="events/s")
     a.set_xticks(k, [str(v) for v in k])
+    a.set_xticks([], minor=True)
     a.legend()
-    b.bar([str(v) for v in k], wall, color="tab:gray")
-    b.set(xlabel="simulate actors K", ylabel="wall clock of the run, s (incl. start-up)")
+    labels = [str(v) for v in k]
+    b.bar(labels, startup, color="tab:gray", label="actor start-up (imports)")
+    b.bar(labels, wall - startup, bottom=startup, color="tab:blue", label="events flowing")
+    b.set(xlabel="simulate actors K (events grow with K)", ylabel="wall clock of the run, s")
+    b.legend()
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)
     plt.close(fig)
+
+
+def _title(result: dict[str, Any]) -> str:
+    return (
+        f"{result['nodes']}-node ray.cluster_utils.Cluster on one machine "
+        f"({result['machine']['cores']} cores, load {result['machine']['load_average'][0]:.0f}), "
+        f"simulate cost {result['sleep_ms_per_event']:g} ms/event (sleep), batches of "
+        f"{result['batch_size']}" + (" — QUICK: toy sizes" if result["quick"] else "")
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -308,7 +335,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--transfer-repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--png", type=Path, default=None, help=f"plot (default {PNG.name})")
+    parser.add_argument("--replot", action="store_true", help="only redraw the plot from --out")
     args = parser.parse_args(argv)
+    if args.replot:
+        done = json.loads(args.out.read_text())
+        plot(done["points"], args.png or PNG, _title(done))
+        return done
     counts = [int(c) for c in args.simulators.split(",")]
     if args.quick:  # one 2-actor point: each run costs ~30 s of actor start-up on 2 cores
         counts, args.nodes, args.rounds, args.batch_size = [2], 2, 6, 200
@@ -370,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "benchmark": "scaling: pipeline throughput vs simulate actors on a multi-node cluster",
         "quick": args.quick,
         "machine": describe(),
-        "command": "benchmarks/scaling.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": " ".join(["benchmarks/scaling.py", *(sys.argv[1:] if argv is None else argv)]),
         "nodes": args.nodes,
         "node_cpus": [1] + [2] * (args.nodes - 1),
         "sleep_ms_per_event": args.sleep_ms,
@@ -384,12 +416,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    title = (
-        f"{args.nodes}-node ray.cluster_utils.Cluster on one machine ({result['machine']['cores']}"
-        f" cores), simulate cost {args.sleep_ms:g} ms/event (sleep), batches of {args.batch_size}"
-        + (" — QUICK: toy sizes" if args.quick else "")
-    )
-    plot(points, png, title)
+    plot(points, png, _title(result))
     print(f"wrote {args.out} and {png}")
     return result
 
