@@ -124,15 +124,18 @@ def stage_throughput(results: Path, _: str) -> str:
         ("generator", "generator (Pythia mixture)"),
         ("labelled_build", "labelled-dataset build (generate + emulate + write, 4 skims)"),
     ):
-        if stages and key in stages:
+        if stages and "repeats_cpu" in stages.get(key, {}):
             s = stages[key]
-            n = len(s["repeats"])
+            n = len(s["repeats_cpu"])
+            init = ", initialisation included" if s.get("includes_init") else ""
             rows.append(
                 [
                     name,
                     "cpu, 1 core",
-                    f"{pm(s['events_per_s'], s['events_per_s_sd'], 0)} (mean ± sd of {n})",
-                    f"`benchmarks/{stages.get('command', 'stages.py')}`" + quick_note(stages),
+                    f"{pm(s['events_per_cpu_s'], s['events_per_cpu_s_sd'], 0)} per CPU-s (mean ± "
+                    f"sd of {n} × {s['events']:,} events{init}); {num(s['events_per_wall_s'], 0)}"
+                    " per wall-s",
+                    f"`{stages.get('command', 'benchmarks/stages.py')}`" + quick_note(stages),
                     label(machine_of(stages)),
                 ]
             )
@@ -280,22 +283,24 @@ def _compare_files(results: Path) -> list[tuple[str, dict[str, Any]]]:
     files = []
     for path in sorted(results.glob("pipeline-compare*.json")):
         data = load(results, path.name)
-        if data and "compare" in data and not data.get("quick"):
+        if data and "compare" in data:
             files.append((path.name, data))
     return files
 
 
 def _best_rows(results: Path) -> dict[tuple[str, str], tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(case, strategy) -> (file, table row, compare block) from the largest budget × seeds."""
+    """(case, strategy) -> (file, table row, compare block) from the largest budget × seeds;
+    a quick (toy) file only where no full one has the case."""
     best: dict[tuple[str, str], tuple[str, dict[str, Any], dict[str, Any]]] = {}
+    sizes: dict[tuple[str, str], tuple[bool, float]] = {}
     for name, data in _compare_files(results):
         c = data["compare"]
         for row in c.get("table", []):
             key = (row["case"], row["strategy"])
-            size = c.get("budget_s", 0) * row.get("seeds", 1)
-            old = best.get(key)
-            if old is None or size > old[2].get("budget_s", 0) * old[1].get("seeds", 1):
-                best[key] = (name, row, c)
+            size = (not data.get("quick"), c.get("budget_s", 0) * row.get("seeds", 1))
+            if key not in best or size > sizes[key]:
+                label = f"{name} (quick: toy)" if data.get("quick") else name
+                best[key], sizes[key] = (label, row, c), size
     return best
 
 

@@ -42,6 +42,7 @@ CLI = [PY, "-m", "adaptive_bkg.cli"]
 NOMINAL, DEGRADED, HIGH_BKG = "lab150k.parquet", "deg.parquet", "hb.parquet"
 TEST_EVENTS, COUNTS, COVARIATE = "test30k-events.parquet", "counts.npz", "tree-covariate.npz"
 TRANSFER = "transfer160k.parquet"
+BBBAR, GENERIC = "bbbar40k.parquet", "generic20k.parquet"  # literature.py's docstring
 FOUR_SKIMS = "leptonic-untagged,fei-hadronic,dstar-d0pi,radiative"
 
 Commands = list[list[str]]
@@ -351,18 +352,55 @@ BENCHMARKS = (
     ),
     Benchmark(
         "closure",
-        "closure suite (docs/validation.md)",
-        "?",
-        lambda r, d: [_script("closure_suite.py")],
-        lambda r, d: [_script("closure_suite.py", "--quick")],
+        "closure suite: 50 + 5 replays, pulls of ≥ 20 observables (docs/validation.md)",
+        "60-120",
+        lambda r, d: [_script("closure_suite.py", "--out", r / "closure.json")],
+        lambda r, d: [_script("closure_suite.py", "--quick", "--out", r / "closure.json")],
         when=_optional("closure_suite.py"),
     ),
     Benchmark(
         "literature",
-        "figures of the literature comparison (docs/literature.md)",
-        "?",
-        lambda r, d: [_script("literature.py")],
-        lambda r, d: [_script("literature.py", "--quick")],
+        "the setting of yu2022 with the shipped model (docs/literature.md)",
+        "5 (+ labelling the inputs, commands in benchmarks/literature.py)",
+        lambda r, d: [
+            _script(
+                "literature.py",
+                "--bbbar",
+                d / BBBAR,
+                "--generic",
+                d / GENERIC,
+                "--out",
+                r / "literature.json",
+            )
+        ],
+        lambda r, d: [
+            [
+                *CLI,
+                "label",
+                "-n",
+                3000,
+                "--types",
+                "charged,mixed",
+                "--seed",
+                51,
+                "--skims",
+                "fei-hadronic,fei-semileptonic",
+                "-o",
+                r / "bbbar-quick.parquet",
+            ],
+            _script(
+                "literature.py",
+                "--bbbar",
+                r / "bbbar-quick.parquet",
+                "--draws",
+                2,
+                "--bootstrap",
+                5,
+                "--out",
+                r / "literature.json",
+            ),
+        ],
+        needs=(BBBAR, GENERIC),
         when=_optional("literature.py"),
     ),
 )

@@ -129,7 +129,6 @@ def run_point(
     sleep_ms: float,
 ) -> Point:
     from adaptive_bkg.config import load_config
-    from adaptive_bkg.pipeline.live import read_metrics
     from adaptive_bkg.pipeline.orchestrate import run_pipeline
     from adaptive_bkg.pipeline.plan import plan_run
 
@@ -163,20 +162,8 @@ def run_point(
     result = run_pipeline(plan_run(cfg, learn=False, factory=factory), show_live=False)
     cpu = time.process_time() - cpu
     n_batches = -(-result.summary.n_generated // batch_size)
-    records = read_metrics(result.run_dir / "metrics.jsonl")
-    # From the moment the first K batches are recorded (every actor has run one batch) to
-    # the end: that excludes the actors' staggered start-up.
-    first_round = simulators * batch_size
-    start = next((r for r in records if r.n_generated >= first_round), records[0])
-    last = records[-1]
-    steady_events = last.n_generated - start.n_generated
-    steady_s = last.wall_s - start.wall_s
-    # The slope of recorded events vs time over the window: less sensitive than the two end
-    # points to when the driver, on a loaded machine, got round to writing a metrics line.
-    window = [r for r in records if r.wall_s >= start.wall_s]
-    t = np.array([r.wall_s for r in window])
-    n = np.array([r.n_generated for r in window], float)
-    rate, rate_err = _slope(t, n, simulators * batch_size)
+    steady = steady_state(result.run_dir / "metrics.jsonl", simulators * batch_size)
+    steady_events, steady_s, rate, rate_err, startup_s = steady
     ideal = simulators / (sleep_ms / 1e3) if sleep_ms > 0 else float("nan")
     return Point(
         simulators=simulators,
@@ -184,7 +171,7 @@ def run_point(
         sleep_ms=sleep_ms,
         events=result.summary.n_generated,
         wall_s=result.wall_s,
-        startup_s=records[0].wall_s,
+        startup_s=startup_s,
         steady_events=steady_events,
         steady_s=steady_s,
         events_per_s=rate,
@@ -193,6 +180,28 @@ def run_point(
         efficiency=rate / ideal if sleep_ms > 0 else float("nan"),
         nodes_used=_nodes_alive(),
         driver_cpu_ms_per_batch=1e3 * cpu / n_batches,
+    )
+
+
+def steady_state(metrics: Path, per_round: int) -> tuple[int, float, float, float, float]:
+    """(events, seconds, events/s, its error, start-up s) of a run's steady state, from its
+    metrics.jsonl: from the moment the first round (one batch per actor) was recorded, which
+    leaves out the actors' staggered start-up, to the end."""
+    from adaptive_bkg.pipeline.live import read_metrics
+
+    records = read_metrics(metrics)
+    start = next((r for r in records if r.n_generated >= per_round), records[0])
+    window = [r for r in records if r.wall_s >= start.wall_s]
+    t = np.array([r.wall_s for r in window])
+    n = np.array([r.n_generated for r in window], float)
+    rate, err = _slope(t, n, per_round)
+    last = records[-1]
+    return (
+        last.n_generated - start.n_generated,
+        last.wall_s - start.wall_s,
+        rate,
+        err,
+        records[0].wall_s,
     )
 
 
@@ -336,7 +345,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--png", type=Path, default=None, help=f"plot (default {PNG.name})")
     parser.add_argument("--replot", action="store_true", help="only redraw the plot from --out")
+    parser.add_argument(
+        "--reanalyse", type=Path, help="work folder of a run: recompute --out's steady states"
+    )
     args = parser.parse_args(argv)
+    if args.reanalyse:  # the run directories are kept: recompute the steady state of each
+        done = json.loads(args.out.read_text())
+        for point in [*done["points"], *([done["chain"]] if done.get("chain") else [])]:
+            run = f"run-k{point['simulators']}-b{point['batch_size']}-s{point['sleep_ms']:g}"
+            steady = steady_state(args.reanalyse / run / "metrics.jsonl",
+                                  point["simulators"] * point["batch_size"])  # fmt: skip
+            keys = ("steady_events", "steady_s", "events_per_s", "events_per_s_err")
+            point.update(zip(keys, steady[:4], strict=True))
+            if point["sleep_ms"] > 0:
+                point["efficiency"] = point["events_per_s"] / point["ideal_events_per_s"]
+            else:
+                point["batches_per_s"] = point["events_per_s"] / point["batch_size"]
+                point["per_batch_ms"] = 1e3 / point["batches_per_s"]
+        done["reanalysed"] = f"steady state recomputed by --reanalyse {args.reanalyse}"
+        args.out.write_text(json.dumps(done, indent=2) + "\n")
+        args.replot = True
     if args.replot:
         done = json.loads(args.out.read_text())
         plot(done["points"], args.png or PNG, _title(done))
@@ -358,6 +386,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ray.cloudpickle.register_pickle_by_value(pipeline)  # the workers cannot import a script
     stages = _stages_class()
     work = Path(tempfile.mkdtemp(prefix="adaptive-bkg-scaling-"))
+    print(f"run directories in {work} (for --reanalyse)", flush=True)
     n_max = max(max(counts) * args.rounds * args.batch_size, args.chain_events)
     source = work / "events.parquet"
     write_events(source, synthetic_events(n_max, seed=5, mean_particles=25.0))
