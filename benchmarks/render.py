@@ -140,7 +140,8 @@ def stage_throughput(results: Path, _: str) -> str:
                 ]
             )
         else:
-            rows.append([name, "cpu", NOT_MEASURED, "`benchmarks/stages.py`", "–"])
+            earlier = " (earlier hand-made figures: docs/generator.md, docs/training.md)"
+            rows.append([name, "cpu", NOT_MEASURED + earlier, "`benchmarks/stages.py`", "–"])
     emu = load(results, "emulator.json")
     if emu:
         cpu = emu["events_per_cpu_s"]["detector_and_all_skims"]
@@ -230,10 +231,11 @@ def scaling(results: Path, name: str) -> str:
         for p in data["points"]
     ]
     out = [
-        f"`{data.get('command', 'benchmarks/scaling.py')}`{quick_note(data)}: "
+        f"`{data.get('command', 'benchmarks/scaling.py').strip()}`{quick_note(data)}: "
         f"{data['nodes']}-node `ray.cluster_utils.Cluster` (node CPUs {data['node_cpus']}), "
         f"simulate cost {data['sleep_ms_per_event']:g} ms per event (a sleep), batches of "
-        f"{data['batch_size']}; machine: {label(machine_of(data))}.",
+        f"{data['batch_size']}; machine: {label(machine_of(data))}"
+        + (f"; {data['reanalysed']}." if data.get("reanalysed") else "."),
         "",
         table(
             [
