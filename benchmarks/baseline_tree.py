@@ -29,13 +29,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _machine import describe
 from numpy.typing import NDArray
 
 from adaptive_bkg.backends.emulator.cost import CostModel
@@ -261,14 +261,8 @@ def run(
         "p_min": p_min,
         "n_bootstrap": n_bootstrap,
         "skims": [asdict(r) for r in rows],
-        "machine": {"python": platform.python_version(), "cpus": _cpus()},
+        "machine": describe(),
     }
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0))
 
 
 def markdown_row(r: SkimRow) -> str:

@@ -18,12 +18,12 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from _machine import describe  # noqa: E402
 
 from adaptive_bkg.backends.emulator import EmulatorBackend  # noqa: E402
 from adaptive_bkg.backends.emulator.detector import simulate_detector  # noqa: E402
@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
     events = PythiaGenerator(GeneratorConfig(seed=1)).next_batch(args.events)
@@ -98,10 +99,10 @@ def main() -> None:
         ),
         "target_events_per_cpu_s": 20_000,
         "meets_target": cpu["detector_and_all_skims"] >= 20_000,
-        "machine": {"python": platform.python_version(), "load_average": os.getloadavg()},
+        "machine": describe(),
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

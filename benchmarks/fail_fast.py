@@ -26,6 +26,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from _machine import describe
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -125,6 +127,7 @@ def main() -> None:
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "repeats": args.repeats,
+        "machine": describe(),
         "baseline_cpu_s": baselines,
         "per_case": per_case,
         "runs": runs,

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import psutil
+from _machine import describe
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_JSON = ROOT / "benchmarks" / "results" / "learner_memory.json"
@@ -179,6 +180,7 @@ def main() -> None:
             "max": int(n_particles.max()),
         },
         "phases": rows,
+        "machine": describe(),
     }
     OUT_JSON.write_text(json.dumps(report, indent=1))
     print(f"wrote {OUT_JSON}")

@@ -29,6 +29,7 @@ from typing import cast
 
 import numpy as np
 import torch
+from _machine import describe
 
 from adaptive_bkg.formats.events import EventBatch
 from adaptive_bkg.model.features import (
@@ -261,6 +262,7 @@ def main() -> None:
             "padding_waste_bucketed": waste_bucketed._asdict(),
         },
         "host": host,
+        "machine": describe(device),
         "quick": args.quick,
         "rows": [asdict(r) for r in rows],
     }

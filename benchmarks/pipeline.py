@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import tempfile
 import time
 from collections.abc import Sequence
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _machine import describe
 from numpy.typing import NDArray
 
 from adaptive_bkg.config import BackendConfig, Config, load_config, with_overrides
@@ -512,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         result: dict[str, Any] = {
             "benchmark": "pipeline: orchestration overhead and strategies at equal compute",
             "quick": args.quick,
-            "machine": {"python": platform.python_version(), "cpus": _cpus()},
+            "machine": describe(),
         }
         if args.quick:
             args.events, args.batch_size, args.budget, args.seeds = 40_000, 2_000, 40.0, 1
@@ -571,12 +571,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
             print(f"wrote {args.out}")
     return result
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0))
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 import psutil
+from _machine import describe
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_JSON = ROOT / "benchmarks" / "results" / "soak.json"
@@ -479,6 +480,7 @@ def run_soak(args: argparse.Namespace) -> dict[str, Any]:
             "machine": platform.machine(),
             "memory_gib": psutil.virtual_memory().total / 1024**3,
         },
+        "machine": describe(),
         "config": {
             "warmup_min": args.warmup_min,
             "measure_min": args.measure_min,

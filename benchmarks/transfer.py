@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _machine import describe
 
 from adaptive_bkg.backends.emulator.cost import CostModel
 from adaptive_bkg.checkpoints import HELD_OUT_SKIMS, default_checkpoint
@@ -276,6 +277,7 @@ def main() -> None:
         "overrides": overrides,
         "head_init": args.head_init,
         "host": {"machine": platform.machine(), "torch_threads": args.threads},
+        "machine": describe(),
         "rows": [],
     }
     for spec in runs:

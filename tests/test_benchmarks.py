@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load(name: str) -> ModuleType:
+    if str(ROOT / "benchmarks") not in sys.path:  # as when run as a script: finds _machine.py
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     assert spec is not None
     assert spec.loader is not None
@@ -167,3 +169,140 @@ def test_pipeline_benchmark_quick(tmp_path: Path) -> None:
     # No filter keeps everything with w = 1: its speedup is t3/(t3 + t_nn) exactly, no spread.
     assert no_filter[0]["speedup"] == pytest.approx(101 / 102, rel=0.02)
     assert "| dstar-d0pi | adaptive |" in result["compare"]["markdown"]
+
+
+def test_scaling_benchmark_quick(tmp_path: Path) -> None:
+    """`benchmarks/scaling.py --quick`: the pipeline on a 2-node ray Cluster with 2 simulate
+    actors whose backend sleeps; every event is recorded, the figures are finite, the plot is
+    written. (No assert on the throughput itself: the machine's load decides it.)"""
+    out = tmp_path / "scaling.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "scaling.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["quick"] is True
+    assert result["machine"]["cores"] >= 1
+    (point,) = result["points"]
+    assert point["simulators"] == 2
+    assert point["nodes_used"] == 2
+    assert point["events"] == 2 * result["rounds"] * result["batch_size"]
+    assert point["ideal_events_per_s"] == pytest.approx(2 / (result["sleep_ms_per_event"] / 1e3))
+    assert 0 < point["steady_events"] < point["events"]
+    assert math.isfinite(point["events_per_s"])
+    assert point["events_per_s"] > 0
+    assert point["wall_s"] >= point["startup_s"] > 0
+    assert result["recorder"][0]["s_per_batch_median"] > 0
+    assert {k: v["bytes"] for k, v in result["transfer"].items()} == {
+        "part-small": 178_781 * 4,
+        "part-2m": 2_090_125 * 4,
+    }
+    assert out.with_suffix(".png").stat().st_size > 0
+
+
+def _write(path: Path, data: object) -> None:
+    path.write_text(json.dumps(data))
+
+
+def test_render_headline_from_results(tmp_path: Path) -> None:
+    """The headline row of a skim: speedup ± s.e., fractions of the oracle and of the Bayes
+    limit (the larger of lower estimate and plug-in at the largest R); a case without
+    ceilings and a missing benchmark say "not measured"."""
+    render = _load("render")
+    table = [
+        {
+            "case": "dstar-d0pi",
+            "strategy": s,
+            "seeds": 3,
+            "speedup_mean": v,
+            "speedup_sem": 0.1,
+            "speedup_sigma_mean": 0.3,
+        }
+        for s, v in (("no-filter", 0.99), ("adaptive", 4.0))
+    ] + [
+        {
+            "case": "dstar-d0pi@degraded",
+            "strategy": "adaptive",
+            "seeds": 1,
+            "speedup_mean": 2.0,
+            "speedup_sem": float("nan"),
+            "speedup_sigma_mean": 0.2,
+        }
+    ]
+    _write(tmp_path / "pipeline-compare-x.json", {"compare": {"budget_s": 100.0, "table": table}})
+    _write(
+        tmp_path / "bayes_limit.json",
+        {
+            "skims": [
+                {
+                    "skim": "dstar-d0pi",
+                    "oracle_speedup": 40.0,
+                    "points": [
+                        {
+                            "replicas": 100,
+                            "speedup": 30.0,
+                            "speedup_err": 1.0,
+                            "plugin": 1.0,
+                            "plugin_err": 0,
+                        },
+                        {
+                            "replicas": 400,
+                            "speedup": 8.0,
+                            "speedup_err": 0.5,
+                            "plugin": 10.0,
+                            "plugin_err": 0.2,
+                        },
+                    ],
+                }
+            ]
+        },
+    )
+    text = render.headline(tmp_path, "")
+    assert "Bayes limit 10.00 ± 0.20 (plug-in, R = 400)" in text
+    assert "oracle 40.0 (bayes_limit.json)" in text
+    adaptive = next(line for line in text.splitlines() if "| dstar-d0pi | adaptive |" in line)
+    # 4.0 ± 0.1 → 10.0 ± 0.25 % of the oracle 40 and 40 ± 1 % of the Bayes limit 10
+    assert "4.00 ± 0.10 (s.e. over 3 seeds)" in adaptive
+    assert "10.00 ± 0.25 %" in adaptive
+    assert "40.0 ± 1.0 %" in adaptive
+    degraded = next(
+        line for line in text.splitlines() if "| dstar-d0pi@degraded | adaptive" in line
+    )
+    assert "σ of the run" in degraded
+    assert degraded.count("not measured") == 2
+    assert render.scaling(tmp_path, "").startswith("not measured")
+    doc = render.render(tmp_path)
+    assert "{{" not in doc
+    assert "| stage | device | events/s |" in doc
+
+
+def test_run_all_reports_a_failing_benchmark_and_runs_the_rest(tmp_path: Path) -> None:
+    run_all = _load("run_all")
+    py = sys.executable
+    write = f"open({str(tmp_path / 'x.json')!r}, 'w').write('{{}}')"
+    fail = run_all.Benchmark(
+        "fails", "exits 3", "0", lambda r, d: [], lambda r, d: [[py, "-c", "raise SystemExit(3)"]]
+    )
+    ok = run_all.Benchmark(
+        "works", "writes", "0", lambda r, d: [], lambda r, d: [[py, "-c", write]]
+    )
+    rows = [
+        run_all.run_one(b, True, tmp_path, tmp_path, tmp_path / f"{b.name}.log") for b in (fail, ok)
+    ]
+    assert [(r["status"], r["returncode"]) for r in rows] == [("failed", 3), ("ok", 0)]
+    assert (tmp_path / "x.json").exists()
+    full_only = run_all.Benchmark("soakish", "long", "40", lambda r, d: [], None)
+    row = run_all.run_one(full_only, True, tmp_path, tmp_path, tmp_path / "s.log")
+    assert row["status"] == "skipped"
+    needs = run_all.Benchmark(
+        "needs", "input", "1", lambda r, d: [["true"]], None, needs=("a.parquet",)
+    )
+    row = run_all.run_one(needs, False, tmp_path, tmp_path, tmp_path / "n.log")
+    assert (row["status"], row["reason"]) == ("skipped", "needs a.parquet in --data")
+    with pytest.raises(SystemExit, match="unknown benchmark nope"):
+        run_all.select("nope", None)
