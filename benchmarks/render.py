@@ -56,11 +56,11 @@ def num(x: Any, digits: int = 2) -> str:
 
 
 def pm(value: Any, err: Any, digits: int = 2) -> str:
-    """value ± err, with enough decimals that the error shows two significant digits (≤ 4)."""
+    """value ± err, with enough decimals that the error shows two significant digits (≤ 3)."""
     if err is None or (isinstance(err, float) and not math.isfinite(err)):
         return f"{num(value, digits)} (± not measured)"
     if 0 < err < 1:
-        digits = max(digits, min(4, 1 - math.floor(math.log10(err))))
+        digits = max(digits, min(3, 1 - math.floor(math.log10(err))))
     return f"{num(value, digits)} ± {num(err, digits)}"
 
 
@@ -307,16 +307,14 @@ def _best_rows(results: Path) -> dict[tuple[str, str], tuple[str, dict[str, Any]
 
 
 def _bayes(results: Path) -> dict[str, tuple[float, float, int, str]]:
-    """skim -> (Bayes-limit figure, its error, R, which): the larger of the lower estimate and
-    the plug-in at the largest R (both are floors where not converged: docs §2)."""
+    """skim -> (Bayes-limit figure, its error, R, which): the cross-fitted lower estimate at the
+    largest R, a floor a filter reaches (the plug-in is no bound: docs/statistics.md), so a
+    fraction of it is an upper bound on the fraction of the limit."""
     data = load(results, "bayes_limit.json") or {}
     out = {}
     for s in data.get("skims", []):
         p = max(s["points"], key=lambda p: p["replicas"])
-        if p.get("plugin") is not None and p["plugin"] > p["speedup"]:
-            out[s["skim"]] = (p["plugin"], p["plugin_err"], p["replicas"], "plug-in")
-        else:
-            out[s["skim"]] = (p["speedup"], p["speedup_err"], p["replicas"], "lower estimate")
+        out[s["skim"]] = (p["speedup"], p["speedup_err"], p["replicas"], "lower estimate")
     return out
 
 

@@ -39,7 +39,8 @@ RESULTS = BENCH / "results"
 PY = sys.executable
 CLI = [PY, "-m", "adaptive_bkg.cli"]
 # Labelled inputs of the full runs (commands in docs/benchmarks.md sections 1, 2 and 4).
-NOMINAL, DEGRADED, HIGH_BKG = "lab150k.parquet", "deg.parquet", "hb.parquet"
+NOMINAL, DEGRADED = "lab150k.parquet", "lab150k-degraded.parquet"
+HIGH_BKG = "lab150k-high-background.parquet"
 TEST_EVENTS, COUNTS, COVARIATE = "test30k-events.parquet", "counts.npz", "tree-covariate.npz"
 TRANSFER = "transfer160k.parquet"
 BBBAR, GENERIC = "bbbar40k.parquet", "generic20k.parquet"  # literature.py's docstring
@@ -284,7 +285,7 @@ BENCHMARKS = (
     Benchmark(
         "compare",
         "strategies at equal emulated compute (the headline)",
-        "300-600",
+        "100-200",
         lambda r, d: [
             _script(
                 "pipeline.py",
@@ -297,7 +298,7 @@ BENCHMARKS = (
                 "--high-background",
                 d / HIGH_BKG,
                 "--budget",
-                15_000,
+                3_000,
                 "--seeds",
                 3,
                 "--two-step-events",

@@ -211,7 +211,7 @@ def _write(path: Path, data: object) -> None:
 
 def test_render_headline_from_results(tmp_path: Path) -> None:
     """The headline row of a skim: speedup ± s.e., fractions of the oracle and of the Bayes
-    limit (the larger of lower estimate and plug-in at the largest R); a case without
+    limit (its lower estimate at the largest R, a floor; never the plug-in); a case without
     ceilings and a missing benchmark say "not measured"."""
     render = _load("render")
     table = [
@@ -263,13 +263,13 @@ def test_render_headline_from_results(tmp_path: Path) -> None:
         },
     )
     text = render.headline(tmp_path, "")
-    assert "Bayes limit 10.00 ± 0.20 (plug-in, R = 400)" in text
+    assert "Bayes limit 8.00 ± 0.50 (lower estimate, R = 400)" in text
     assert "oracle 40.0 (bayes_limit.json)" in text
     adaptive = next(line for line in text.splitlines() if "| dstar-d0pi | adaptive |" in line)
-    # 4.0 ± 0.1 → 10.0 ± 0.25 % of the oracle 40 and 40 ± 1 % of the Bayes limit 10
+    # 4.0 ± 0.1 → 10.0 ± 0.25 % of the oracle 40 and 50 ± 1.25 % of the Bayes-limit floor 8
     assert "4.00 ± 0.10 (s.e. over 3 seeds)" in adaptive
     assert "10.00 ± 0.25 %" in adaptive
-    assert "40.0 ± 1.0 %" in adaptive
+    assert "50.0 ± 1.2 %" in adaptive
     degraded = next(
         line for line in text.splitlines() if "| dstar-d0pi@degraded | adaptive" in line
     )
