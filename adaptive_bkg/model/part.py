@@ -119,7 +119,7 @@ class PartConfig:
         """This config in the CMS of `settings` (e.g. `cfg.generator`); raw inputs unchanged."""
         if self.inputs == "raw":
             return self
-        return _physics_inputs(self, settings)
+        return on_physics_inputs(self, settings)
 
     @staticmethod
     def from_dict(values: dict[str, Any]) -> PartConfig:
@@ -130,7 +130,7 @@ class PartConfig:
         return PartConfig(**values)
 
 
-def _physics_inputs(config: PartConfig, settings: BeamSettings) -> PartConfig:
+def on_physics_inputs(config: PartConfig, settings: BeamSettings) -> PartConfig:
     """`config` on physics inputs in the CMS of the beams `settings` names."""
     return replace(
         config,
@@ -153,7 +153,7 @@ PRESETS: dict[str, PartConfig] = {
 }  # fmt: skip
 # part-small's architecture on the physics-aware inputs (physics_features, docs/model.md), in
 # the CMS of the generator's default (basf2 Y4S) beams unless `preset(..., beams)` says otherwise.
-PRESETS["part-phys-small"] = _physics_inputs(PRESETS["part-small"], GeneratorConfig())
+PRESETS["part-phys-small"] = on_physics_inputs(PRESETS["part-small"], GeneratorConfig())
 
 
 def preset(name: str, beams: BeamSettings | None = None) -> PartConfig:

@@ -38,7 +38,7 @@ N_PHYS_PARTICLE_FEATURES = N_PARTICLE_FEATURES + 11
 N_PHYS_PAIR_FEATURES = 7
 N_GLOBAL_FEATURES = 5
 THRUST_ITERATIONS = 4  # as physics.shapes.thrust_axis
-_POWER_ITERATIONS = 8  # principal axis of the momentum tensor (ONNX has no eigh)
+_SQUARINGS = 10  # principal axis of the momentum tensor as T^1024 v (ONNX has no eigh)
 _EPS = 1e-6
 _IX, _IY, _IZ, _IE, _IPX, _IPY, _IPZ = (
     BASF2_FEATURE_ORDER.index(name) for name in ("x", "y", "z", "E", "px", "py", "pz")
@@ -164,8 +164,8 @@ def global_features(cms: Tensor, visible: Tensor, trackable_final: Tensor, sqrt_
     trackable charged multiplicity / 10, thrust, Fox–Wolfram R2, |Σ p| / √s.
 
     Thrust and R2 as in physics.shapes (R2 from the linearised momentum tensor in O(N)); the
-    thrust iteration starts from the tensor's principal axis, found by power iteration here
-    because ONNX has no eigensolver. Events without visible particles give zeros.
+    thrust iteration starts from the tensor's principal axis, found by powers of the tensor
+    here because ONNX has no eigensolver. Events without visible particles give zeros.
     """
     w = visible.to(cms.dtype)
     e, mom = cms[..., 0] * w, cms[..., 1:] * w.unsqueeze(-1)
@@ -175,12 +175,15 @@ def global_features(cms: Tensor, visible: Tensor, trackable_final: Tensor, sqrt_
     scaled = mom / p.clamp(min=_EPS).sqrt().unsqueeze(-1)  # p_a / sqrt|p|: T = scaledᵀ scaled
     tensor = scaled.transpose(1, 2) @ scaled  # [B, 3, 3] sum_i p_ia p_ib / |p_i|
     r2 = (1.5 * (tensor * tensor).sum(dim=(1, 2)) - 0.5 * p_sum * p_sum) / (safe_sum * safe_sum)
-    # Principal axis: power iteration from the hardest visible particle's direction.
+    # Principal axis: T^(2^k) (repeated squaring, rescaled) applied to the hardest visible
+    # particle's direction; converges even when the two largest eigenvalues are close.
+    power = tensor
+    for _ in range(_SQUARINGS):
+        power = power @ power
+        power = power / power.abs().amax(dim=(1, 2), keepdim=True).clamp(min=1e-30)
     lead = p.argmax(dim=1, keepdim=True)
-    axis = mom.gather(1, lead.unsqueeze(-1).expand(-1, -1, 3)).transpose(1, 2)  # [B, 3, 1]
-    for _ in range(_POWER_ITERATIONS):
-        axis = tensor @ axis
-        axis = axis / axis.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    axis = power @ mom.gather(1, lead.unsqueeze(-1).expand(-1, -1, 3)).transpose(1, 2)
+    axis = axis / axis.norm(dim=1, keepdim=True).clamp(min=1e-12)  # [B, 3, 1]
     for _ in range(THRUST_ITERATIONS):  # n <- sum sign(p.n) p climbs to a maximum of sum |p.n|
         sign = torch.sign(mom @ axis)  # [B, N, 1]
         new = (sign * mom).sum(dim=1, keepdim=True).transpose(1, 2)
