@@ -11,9 +11,10 @@ Output:
 
 Everything else (PDG vocabulary lookup, charge, log/angle features, pair features, padding
 mask; for physics inputs also the CMS boost, decay tree, acceptance and event shapes) happens
-inside the graph; `model_inputs` and `cms_beams` in metadata_props say which. The PDG lookup compares against the sorted vocabulary codes
-([B, N, V] equality, fine for basf2's batch sizes); attention is spelled out (no SDPA) because
-that exports cleanly with the TorchScript exporter at every opset we tried.
+inside the graph; `model_inputs` and `cms_beams` in metadata_props say which. The PDG lookup
+compares against the sorted vocabulary codes ([B, N, V] equality, fine for basf2's batch
+sizes); attention is spelled out (no SDPA) because that exports cleanly with the TorchScript
+exporter at every opset we tried.
 """
 
 from __future__ import annotations
