@@ -355,3 +355,22 @@ def test_physics_config_records_its_beams_and_refuses_another_frame(tmp_path: Pa
 def test_bad_input_settings_are_user_errors(values: dict[str, object], match: str) -> None:
     with pytest.raises(UserError, match=match):
         PartConfig.from_dict(values)
+
+
+def test_physics_features_stay_float32_under_bf16_autocast() -> None:
+    """predict_logits autocasts to bf16 on a GPU; boosts and angles must not be rounded to 3
+    digits. CPU autocast has the same bf16 matmul rule, so this runs without a GPU."""
+    torch.manual_seed(0)
+    model = ParticleTransformer(TINY_PHYS, SKIMS).eval()
+    inputs = to_model_inputs(synthetic_events(4, seed=9, mean_particles=20))
+    charge = model.charge_table[inputs.pdg]
+    plain = model.physics_inputs(inputs, charge)
+    bias = model.pair_bias(inputs, inputs.mask)
+    with torch.autocast("cpu", torch.bfloat16):
+        cast = model.physics_inputs(inputs, charge)
+        cast_bias = model.pair_bias(inputs, inputs.mask)
+    for a, b in zip(cast, plain, strict=True):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # the pair MLP itself may run in bf16; its inputs were exact, so only its rounding shows
+    torch.testing.assert_close(cast_bias.float(), bias, rtol=2e-2, atol=2e-2)

@@ -353,14 +353,16 @@ class ParticleTransformer(nn.Module):
         return x, key_mask
 
     def physics_inputs(self, inputs: ModelInputs, charge: Tensor) -> tuple[Tensor, Tensor]:
-        """Physics-aware particle features [B, N, F] and global-event features [B, G]."""
+        """Physics-aware particle features [B, N, F] and global-event features [B, G], in
+        float32 even under bf16 autocast (3 significant digits would blur boosts and angles)."""
         raw, mother = inputs.features, inputs.mother
-        cms = cms_four_momenta(raw, self.cms_matrix)
-        tree = decay_tree(raw, mother, inputs.mask)
-        accept = acceptances(raw, charge, BELLE2_ACCEPTANCE)
-        particles = physics_particle_features(raw, charge, mother, cms, tree, accept)
-        visible = tree.final & ~self.invisible_table[inputs.pdg]
-        event = global_features(cms, visible, tree.final & accept.trackable, self.sqrt_s)
+        with torch.autocast(raw.device.type, enabled=False):
+            cms = cms_four_momenta(raw, self.cms_matrix)
+            tree = decay_tree(raw, mother, inputs.mask)
+            accept = acceptances(raw, charge, BELLE2_ACCEPTANCE)
+            particles = physics_particle_features(raw, charge, mother, cms, tree, accept)
+            visible = tree.final & ~self.invisible_table[inputs.pdg]
+            event = global_features(cms, visible, tree.final & accept.trackable, self.sqrt_s)
         return particles, event
 
     def pair_bias(self, inputs: ModelInputs, key_mask: Tensor) -> Tensor:
@@ -368,8 +370,9 @@ class ParticleTransformer(nn.Module):
         if self.global_embed is None:
             pairs = pair_features(inputs.features, inputs.mother)
         else:
-            cms = cms_four_momenta(inputs.features, self.cms_matrix)
-            pairs = physics_pair_features(inputs.features, inputs.mother, cms)
+            with torch.autocast(inputs.features.device.type, enabled=False):  # as physics_inputs
+                cms = cms_four_momenta(inputs.features, self.cms_matrix)
+                pairs = physics_pair_features(inputs.features, inputs.mother, cms)
         bias = self.pair_embed(pairs).permute(0, 3, 1, 2)
         key_bias = torch.zeros_like(key_mask, dtype=bias.dtype).masked_fill(~key_mask, -math.inf)
         return (bias + key_bias[:, None, None, :]).contiguous()  # else SDPA copies it per block
