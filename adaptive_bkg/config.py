@@ -180,7 +180,7 @@ class BackendConfig(Section):
 class ModelConfig(Section):
     """The filter network (adaptive_bkg/model/, docs/model.md)."""
 
-    preset: Literal["part-small", "part-2m"] = "part-small"
+    preset: Literal["part-small", "part-2m", "part-phys-small"] = "part-small"
     checkpoint: Path | None = Field(default=None, description="start from this checkpoint")
     max_particles: int = Field(default=128, gt=0, le=1024, description="truncate beyond this")
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")

@@ -1,6 +1,7 @@
 """Model throughput: inference and training events/s per preset, with the naive baselines.
 
     .venv/bin/python benchmarks/model.py --device cpu --preset part-small --quick
+    .venv/bin/python benchmarks/model.py --device cpu --preset part-small,part-phys-small
     .venv/bin/python benchmarks/model.py --device cuda --preset all        # on a GPU machine
 
 Events are real Pythia generic-mixture events when `adaptive_bkg.generators.pythia` works,
@@ -207,7 +208,9 @@ def bench_train(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--preset", default="all", help=f"all | {' | '.join(PRESETS)}")
+    parser.add_argument(
+        "--preset", default="all", help=f"all, or a comma list of {', '.join(PRESETS)}"
+    )
     parser.add_argument("--quick", action="store_true", help="fewer events and steps")
     parser.add_argument("--events", default="auto", help="auto | pythia | synthetic")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -227,7 +230,7 @@ def main() -> None:
     n_events = args.n_events or n_events
     args.repeats = 1 if (args.quick or cpu) else 3
     args.train_steps = 4 if args.quick else (12 if cpu else 50)
-    presets = sorted(PRESETS, reverse=True) if args.preset == "all" else [args.preset]
+    presets = sorted(PRESETS, reverse=True) if args.preset == "all" else args.preset.split(",")
     events, source = load_events(n_events, args.events)
     n = events.n_particles
     waste_plain = padding_waste(n, args.infer_batch, None, MAX_PARTICLES)

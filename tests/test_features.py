@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from adaptive_bkg.backends.emulator.conditions import CONDITIONS
+from adaptive_bkg.config import GeneratorConfig
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.formats.events import BASF2_FEATURE_ORDER, EventBatch, make_event_ids
 from adaptive_bkg.model.features import (
@@ -27,7 +29,22 @@ from adaptive_bkg.model.features import (
     random_pdg_mask,
     to_model_inputs,
 )
+from adaptive_bkg.model.physics_features import (
+    MAX_DEPTH,
+    N_GLOBAL_FEATURES,
+    N_PHYS_PAIR_FEATURES,
+    N_PHYS_PARTICLE_FEATURES,
+    acceptances,
+    cms_four_momenta,
+    decay_tree,
+    global_features,
+    physics_pair_features,
+    physics_particle_features,
+)
 from adaptive_bkg.model.synthetic import synthetic_events
+from adaptive_bkg.physics import shapes
+from adaptive_bkg.physics.beams import Beams
+from adaptive_bkg.physics.geometry import BELLE2_ACCEPTANCE
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -207,3 +224,167 @@ def test_random_pdg_mask_hits_real_particles_only_and_every_event() -> None:
     assert 0.13 < fraction < 0.18  # 0.15 plus the forced one per event (~1/30), binomial noise
     with pytest.raises(UserError, match="between 0 and 1"):
         random_pdg_mask(inputs, 1.5, torch.Generator())
+
+
+# ---------------------------------------------------------------------------------------------
+# Physics-aware inputs (physics_features, preset part-phys-small).
+BEAMS = Beams.of(GeneratorConfig())
+CMS = torch.from_numpy(BEAMS.cms_matrix()).float()
+
+
+def raw_event(rows: list[tuple[float, ...]], n_slots: int | None = None) -> torch.Tensor:
+    """[1, n_slots, 8] raw features from (E, px, py, pz[, x, y, z]) rows; the rest zero."""
+    raw = torch.zeros(1, n_slots or len(rows), 8, dtype=torch.float64)
+    for k, row in enumerate(rows):
+        raw[0, k, 4 : 4 + 4] = torch.tensor(row[:4], dtype=torch.float64)
+        raw[0, k, 1 : 1 + len(row[4:])] = torch.tensor(row[4:], dtype=torch.float64)
+    return raw.float()
+
+
+def lab(e: float, px: float, py: float, pz: float) -> tuple[float, float, float, float]:
+    """A CMS 4-vector seen in the lab, through the one boost (physics.beams)."""
+    out = BEAMS.to_lab(e, px, py, pz)
+    return float(out[0]), float(out[1]), float(out[2]), float(out[3])
+
+
+def test_cms_frame_of_the_upsilon_and_of_particles_at_rest_and_along_z() -> None:
+    m_pi = 0.13957
+    raw = raw_event([BEAMS.total, lab(m_pi, 0, 0, 0), lab(2.0, 0, 0, math.sqrt(4 - m_pi**2))])
+    cms = cms_four_momenta(raw, CMS)[0].double()
+    assert cms[0, 0].item() == pytest.approx(BEAMS.sqrt_s, rel=1e-6)  # E* = sqrt(s)
+    assert cms[0, 1:].norm().item() < 1e-5 * BEAMS.sqrt_s  # p* = 0
+    assert cms[1, 0].item() == pytest.approx(m_pi, abs=1e-5)  # at rest in the CMS
+    assert cms[1, 1:].norm().item() < 1e-5
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    mother = torch.full((1, 3), -1)
+    tree = decay_tree(raw, mother, mask)
+    accept = acceptances(raw, torch.zeros(1, 3), BELLE2_ACCEPTANCE)
+    feats = physics_particle_features(
+        raw, torch.zeros(1, 3), mother, cms.float()[None], tree, accept
+    )
+    assert feats.shape == (1, 3, N_PHYS_PARTICLE_FEATURES)
+    extra = feats[0, :, N_PARTICLE_FEATURES:]
+    assert extra[0, 0].item() == pytest.approx(math.log(BEAMS.sqrt_s), abs=1e-6)  # log E*
+    assert extra[2, 2].item() == pytest.approx(1.0, abs=1e-6)  # along +z* in the CMS: cos θ* = 1
+    # in the lab that pion leans towards +x (the crossing angle): not along z there
+    assert feats[0, 2, 3].item() < 0.9999
+
+
+def test_decay_tree_final_state_depth_and_flight_distance() -> None:
+    # Υ(4S) -> B0 B0bar; B0 -> D- π+ (D- flies 0.02 cm); D- -> K+ π- π- (born 0.05 cm further)
+    rows = [(10.58, 0, 0, 3, 0, 0, 0), (5.3, 0, 0, 1, 0, 0, 0), (5.3, 0, 0, 2, 0, 0, 0),
+            (2.0, 0, 0, 1, 0.02, 0, 0), (1.0, 0, 0, 1, 0.02, 0, 0), (0.8, 0, 0, 1, 0.02, 0.05, 0),
+            (0.5, 0, 0, 1, 0.02, 0.05, 0), (0.4, 0, 0, 1, 0.02, 0.05, 0)]  # fmt: skip
+    raw = raw_event(rows, n_slots=10)  # two padded slots
+    mother = torch.tensor([[-1, 0, 0, 1, 1, 3, 3, 3, -1, -1]])
+    mask = torch.arange(10)[None] < 8
+    tree = decay_tree(raw, mother, mask)
+    assert tree.final[0].tolist() == [False, False, True, False] + [True] * 4 + [False] * 2
+    assert tree.depth[0, :8].tolist() == [0, 1, 1, 2, 2, 3, 3, 3]
+    np.testing.assert_allclose(
+        tree.flight_cm[0].numpy(), [0, 0.02, 0, 0.05, 0, 0, 0, 0, 0, 0], atol=1e-7
+    )
+    # depth counts ancestors up to MAX_DEPTH
+    chain = torch.arange(-1, MAX_DEPTH + 4)[None]  # particle k's mother is k - 1
+    deep = decay_tree(torch.zeros(1, chain.shape[1], 8), chain, chain >= -1)
+    assert deep.depth[0, -1].item() == MAX_DEPTH
+    assert deep.depth[0, :4].tolist() == [0, 1, 2, 3]
+
+
+def test_acceptance_flags_at_the_boundaries() -> None:
+    def at(theta_deg: float, pt: float = 0.5, r_cm: float = 0.0) -> tuple[float, ...]:
+        t = math.radians(theta_deg)
+        p = pt / math.sin(t)
+        return (p, pt, 0.0, p * math.cos(t), r_cm, 0.0, 0.0)
+
+    thetas = [16.9, 17.1, 149.9, 150.1, 12.3, 12.5, 31.0, 31.8, 32.6, 129.5, 155.0, 155.2]
+    raw = raw_event([at(t) for t in thetas])
+    accept = acceptances(raw, torch.ones(1, len(thetas)), BELLE2_ACCEPTANCE)
+    assert (
+        accept.in_cdc[0].tolist()
+        == [False, True, True, False] + [False] * 2 + [True] * 4 + [False] * 2
+    )
+    assert accept.in_ecl[0].tolist() == [True, True, True, True, False, True, True, False, True,
+                                         False, True, False]  # fmt: skip
+    # trackable: charged, in the CDC, pT >= 0.1 GeV, born inside r 40 cm (and |z| 60 cm)
+    raw = raw_event([at(90), at(90, pt=0.09), at(90), at(90, r_cm=39.0), at(90, r_cm=41.0)])
+    charge = torch.tensor([[1.0, -1.0, 0.0, 1.0, 1.0]])
+    trackable = acceptances(raw, charge, BELLE2_ACCEPTANCE).trackable[0].tolist()
+    assert trackable == [True, False, False, True, False]
+
+
+def test_emulator_conditions_share_the_model_acceptance() -> None:
+    geometry = BELLE2_ACCEPTANCE
+    for name, params in CONDITIONS.items():
+        assert (params.cdc_theta_min_deg, params.cdc_theta_max_deg) == geometry.cdc_theta_deg, name
+        assert params.ecl_theta_ranges_deg == geometry.ecl_theta_ranges_deg, name
+        assert params.track_pt_min_gev == geometry.track_pt_min_gev, name
+        assert params.track_max_production_radius_cm == geometry.tracker_radius_cm, name
+        assert params.track_max_production_z_cm == geometry.tracker_half_z_cm, name
+
+
+def test_physics_pair_features_are_symmetric_and_match_cms_formulas() -> None:
+    batch = synthetic_events(6, seed=11, mean_particles=20)
+    inputs = to_model_inputs(batch, multiple_of=1)
+    cms = cms_four_momenta(inputs.features, CMS)
+    pairs = physics_pair_features(inputs.features, inputs.mother, cms)
+    assert pairs.shape[-1] == N_PHYS_PAIR_FEATURES
+    torch.testing.assert_close(pairs, pairs.transpose(1, 2), rtol=0, atol=1e-5)
+    # float64 reference through the numpy boost
+    f = inputs.features.double().numpy()
+    e, px, py, pz = BEAMS.to_cms(f[..., 4], f[..., 5], f[..., 6], f[..., 7])
+    p3 = np.stack([px, py, pz], -1)
+    p = np.linalg.norm(p3, axis=-1)
+    u = p3 / np.maximum(p, 1e-12)[..., None]
+    delta = np.linalg.norm(u[:, :, None] - u[:, None, :], axis=-1)
+    real = (inputs.mask[:, :, None] & inputs.mask[:, None, :]).numpy() & (delta > 0.05)
+    np.testing.assert_allclose(pairs[..., 3].numpy()[real], np.log(delta[real]), atol=1e-3)
+    kt = np.minimum(p[:, :, None], p[:, None, :]) * delta
+    np.testing.assert_allclose(pairs[..., 4].numpy()[real], np.log(kt[real]), atol=1e-3)
+    e = np.maximum(e, 1e-4)  # padded slots (E = 0) as the model clamps them
+    z = np.minimum(e[:, :, None], e[:, None, :]) / (e[:, :, None] + e[:, None, :])
+    np.testing.assert_allclose(pairs[..., 5].numpy()[real], np.log(z[real]), atol=1e-4)
+    # adjacency, siblings, ln m^2 and vertex distance are the raw pair features' own
+    raw_pairs = pair_features(inputs.features, inputs.mother)
+    torch.testing.assert_close(pairs[..., [0, 1, 2, 6]], raw_pairs[..., [0, 1, 2, 4]])
+
+
+def test_back_to_back_photons_in_the_cms() -> None:
+    raw = raw_event([lab(2.0, 0.6, 0.0, 1.9080), lab(2.0, -0.6, 0.0, -1.9080)])
+    pairs = physics_pair_features(raw, torch.full((1, 2), -1), cms_four_momenta(raw, CMS))[0]
+    assert pairs[0, 1, 3].item() == pytest.approx(math.log(2.0), abs=1e-4)  # Δ = 2
+    assert pairs[0, 1, 4].item() == pytest.approx(math.log(4.0), abs=1e-3)  # kT = 2 GeV * 2
+    assert pairs[0, 1, 5].item() == pytest.approx(math.log(0.5), abs=1e-6)  # z = 1/2
+    assert pairs[0, 1, 2].item() == pytest.approx(math.log(16.0), abs=1e-4)  # m = 4 GeV
+
+
+def test_global_features_of_a_two_photon_event_and_against_physics_shapes() -> None:
+    # two back-to-back 5 GeV photons and a neutrino: only the photons are visible
+    rows = [lab(5.0, 3.0, 0.0, 4.0), lab(5.0, -3.0, 0.0, -4.0), lab(0.3, 0.0, 0.3, 0.0)]
+    raw = raw_event(rows)
+    cms = cms_four_momenta(raw, CMS)
+    visible = torch.tensor([[True, True, False]])
+    glob = global_features(cms, visible, torch.zeros(1, 3, dtype=torch.bool), BEAMS.sqrt_s)[0]
+    assert glob.shape == (N_GLOBAL_FEATURES,)
+    np.testing.assert_allclose(
+        glob.numpy(), [10.0 / BEAMS.sqrt_s, 0.0, 1.0, 1.0, 0.0], atol=2e-5
+    )  # E_vis/sqrt(s), tracks/10, thrust, R2, |sum p|/sqrt(s)
+    # thrust and R2 of many events against physics.shapes (float64, numpy)
+    batch = synthetic_events(40, seed=4, mean_particles=15)
+    inputs = to_model_inputs(batch, multiple_of=1)
+    cms = cms_four_momenta(inputs.features, CMS)
+    glob = global_features(cms, inputs.mask, inputs.mask, BEAMS.sqrt_s).double().numpy()
+    assert np.allclose(glob[:, 1], batch.n_particles / 10.0)
+    e, px, py, pz = BEAMS.to_cms(batch.E * 1.0, batch.px * 1.0, batch.py * 1.0, batch.pz * 1.0)
+    event = batch.particle_event_index
+    p = np.sqrt(px**2 + py**2 + pz**2)
+    p_sum = shapes.event_sums(event, p, len(batch))
+    tensor = shapes.momentum_tensor(event, px, py, pz, p, len(batch))
+    r2 = shapes.fox_wolfram_r2(tensor, p_sum)
+    axis = shapes.thrust_axis(event, px, py, pz, tensor)
+    thrust = shapes.thrust_about(event, px, py, pz, axis, p_sum)
+    np.testing.assert_allclose(glob[:, 3], r2, atol=1e-4)
+    np.testing.assert_allclose(glob[:, 2], thrust, atol=1e-3)
+    np.testing.assert_allclose(
+        glob[:, 0], shapes.event_sums(event, e, len(batch)) / BEAMS.sqrt_s, rtol=1e-5
+    )

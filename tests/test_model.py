@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
-from model_helpers import TINY
+from model_helpers import TINY, TINY_PHYS
 
+from adaptive_bkg.checkpoints import default_checkpoint
+from adaptive_bkg.config import GeneratorConfig
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.formats.events import EventBatch
 from adaptive_bkg.model.checkpoint import load_checkpoint, save_checkpoint
+from adaptive_bkg.model.checkpoint_header import read_header
 from adaptive_bkg.model.features import ModelInputs, random_pdg_mask, to_model_inputs
 from adaptive_bkg.model.part import PRESETS, PartConfig, ParticleTransformer, preset
 from adaptive_bkg.model.predict import predict_logits, predict_q, resolve_device
@@ -23,10 +28,10 @@ SKIMS = ("fei-hadronic", "tau-generic", "dstar-d0pi")
 ATOL = 1e-5
 
 
-@pytest.fixture(scope="module")
-def model() -> ParticleTransformer:
+@pytest.fixture(scope="module", params=[TINY, TINY_PHYS], ids=["raw", "physics"])
+def model(request: pytest.FixtureRequest) -> ParticleTransformer:
     torch.manual_seed(0)
-    return ParticleTransformer(TINY, SKIMS).eval()
+    return ParticleTransformer(request.param, SKIMS).eval()
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +180,8 @@ def test_masked_pdg_logits_cannot_see_the_hidden_ids(
         assert not torch.allclose(model.masked_pdg_logits(changed, positions), logits)
 
 
-def test_tiny_model_learns_a_decay_tree_rule() -> None:
+@pytest.mark.parametrize("config", [TINY, TINY_PHYS], ids=["raw", "physics"])
+def test_tiny_model_learns_a_decay_tree_rule(config: PartConfig) -> None:
     """Label = event has a K_S (310) among its particles: needs the PDG embedding + pooling."""
     torch.manual_seed(0)
     batch = synthetic_events(160, seed=5, mean_particles=10, min_particles=4, max_particles=16)
@@ -183,7 +189,7 @@ def test_tiny_model_learns_a_decay_tree_rule() -> None:
     has_ks &= batch.n_particles > 0
     y = torch.from_numpy(has_ks.astype(np.float32))[:, None]
     inputs = to_model_inputs(batch)
-    model = ParticleTransformer(TINY, ["ks"])
+    model = ParticleTransformer(config, ["ks"])
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(40):
@@ -228,7 +234,7 @@ def test_checkpoint_round_trip(model: ParticleTransformer, events: EventBatch, t
     path = save_checkpoint(tmp_path / "m.pt", model, SKIMS, {"temperature": 1.5, "step": 7})
     loaded = load_checkpoint(path)
     assert loaded.skims == SKIMS
-    assert loaded.config == TINY
+    assert loaded.config == model.cfg
     assert loaded.temperature == 1.5
     assert loaded.meta["step"] == 7
     assert not loaded.model.training
@@ -291,3 +297,80 @@ def test_checkpoint_errors_are_user_errors(model: ParticleTransformer, tmp_path)
         load_checkpoint(tmp_path / "vocab.pt")
     with pytest.raises(UserError, match="only str/int/float"):
         save_checkpoint(tmp_path / "x.pt", model, extra={"bad": [1, 2]})  # type: ignore[dict-item]
+
+
+# -- physics-aware inputs next to the raw presets ---------------------------------------------
+def test_raw_presets_give_the_logits_they_gave_before_physics_inputs() -> None:
+    """tests/data/raw_preset_logits.npz holds logits written by the code at 555dfd0, before
+    the physics inputs existed: the shipped part-small checkpoint and a seeded part-2m must
+    still give them. On that machine they are bit-identical (max |diff| = 0); the tolerance
+    leaves room for other CPUs' kernels only, far below what a changed input would do."""
+    ref = np.load(Path(__file__).with_name("data") / "raw_preset_logits.npz")
+    batch = synthetic_events(24, seed=2026, mean_particles=30)
+    small = load_checkpoint(default_checkpoint("part-small")).model
+    torch.manual_seed(0)
+    big = ParticleTransformer(preset("part-2m"), ("a", "b", "c")).eval()
+    for model, key in ((small, "part_small"), (big, "part_2m")):
+        np.testing.assert_allclose(predict_logits(model, batch), ref[key], rtol=1e-6, atol=1e-6)
+    # ...and raw configs serialise as before, so older installations read new raw checkpoints
+    header = read_header(default_checkpoint("part-small"))
+    assert header["part_config"] == preset("part-small").to_dict()
+    assert "inputs" not in preset("part-2m").to_dict()
+
+
+def test_physics_config_records_its_beams_and_refuses_another_frame(tmp_path: Path) -> None:
+    beams = GeneratorConfig(e_minus_gev=7.2, e_plus_gev=4.0, crossing_angle_rad=0.0)
+    config = preset("part-phys-small", beams)
+    assert (config.inputs, config.e_minus_gev, config.crossing_angle_rad) == ("physics", 7.2, 0.0)
+    assert preset("part-small", beams) == preset("part-small")  # raw inputs have no frame
+    assert PartConfig.from_dict(config.to_dict()) == config
+    torch.manual_seed(0)
+    model = ParticleTransformer(config, SKIMS).eval()
+    path = save_checkpoint(tmp_path / "phys.pt", model)
+    assert read_header(path)["part_config"]["e_minus_gev"] == 7.2
+    loaded = load_checkpoint(path, expect_config=config)
+    torch.testing.assert_close(loaded.model.cms_matrix, model.cms_matrix, rtol=0, atol=0)
+    inputs = to_model_inputs(synthetic_events(6, seed=3, mean_particles=20))
+    torch.testing.assert_close(
+        logits_of(loaded.model, inputs), logits_of(model, inputs), rtol=0, atol=0
+    )
+    with pytest.raises(UserError, match=r"different architecture.*e_minus_gev"):
+        load_checkpoint(path, expect_config=preset("part-phys-small"))  # nominal beams
+    # The frame matters: the same weights seeing the event in the nominal CMS answer otherwise.
+    nominal = ParticleTransformer(preset("part-phys-small"), SKIMS).eval()
+    nominal.load_state_dict(model.state_dict())
+    assert not torch.allclose(logits_of(nominal, inputs), logits_of(model, inputs), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        ({"inputs": "cms"}, "inputs 'cms' unknown"),
+        ({"inputs": "physics"}, "physics inputs need all of"),
+        ({"e_minus_gev": 7.0}, "raw inputs none"),
+        ({"inputs": "physics", "e_minus_gev": 7.0, "e_plus_gev": 0.0, "crossing_angle_rad": 0.0},
+         "e_plus_gev = 0.0 must be > 0"),
+    ],
+)  # fmt: skip
+def test_bad_input_settings_are_user_errors(values: dict[str, object], match: str) -> None:
+    with pytest.raises(UserError, match=match):
+        PartConfig.from_dict(values)
+
+
+def test_physics_features_stay_float32_under_bf16_autocast() -> None:
+    """predict_logits autocasts to bf16 on a GPU; boosts and angles must not be rounded to 3
+    digits. CPU autocast has the same bf16 matmul rule, so this runs without a GPU."""
+    torch.manual_seed(0)
+    model = ParticleTransformer(TINY_PHYS, SKIMS).eval()
+    inputs = to_model_inputs(synthetic_events(4, seed=9, mean_particles=20))
+    charge = model.charge_table[inputs.pdg]
+    plain = model.physics_inputs(inputs, charge)
+    bias = model.pair_bias(inputs, inputs.mask)
+    with torch.autocast("cpu", torch.bfloat16):
+        cast = model.physics_inputs(inputs, charge)
+        cast_bias = model.pair_bias(inputs, inputs.mask)
+    for a, b in zip(cast, plain, strict=True):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # the pair MLP itself may run in bf16; its inputs were exact, so only its rounding shows
+    torch.testing.assert_close(cast_bias.float(), bias, rtol=2e-2, atol=2e-2)

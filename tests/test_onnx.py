@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from model_helpers import TINY
+from model_helpers import TINY, TINY_PHYS
 from typer.testing import CliRunner
 
 from adaptive_bkg.cli import app
@@ -26,10 +26,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SKIMS = ("jpsi-ll", "tau-3prong")
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[ParticleTransformer, Path]:
+@pytest.fixture(scope="module", params=[TINY, TINY_PHYS], ids=["raw", "physics"])
+def exported(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[ParticleTransformer, Path]:
     torch.manual_seed(0)
-    model = ParticleTransformer(TINY, SKIMS).eval()
+    model = ParticleTransformer(request.param, SKIMS).eval()
     path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "model.onnx")
     return model, path
 
@@ -67,6 +69,11 @@ def test_onnx_metadata_names_skims_and_inputs(exported) -> None:  # type: ignore
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["skims"] == ",".join(SKIMS)
     assert meta["input_feature_order"] == "t,x,y,z,E,px,py,pz"
+    model, _ = exported
+    assert meta["model_inputs"] == model.cfg.inputs
+    assert ("cms_beams" in meta) == (model.cfg.inputs == "physics")
+    if model.cfg.inputs == "physics":
+        assert "e_minus_gev=7.004" in meta["cms_beams"]
     assert [i.name for i in proto.graph.input] == ["features", "pdg", "mother", "bkg_type"]
 
 

@@ -201,7 +201,13 @@ def particle_features(raw: Tensor, charge: Tensor, mother: Tensor) -> Tensor:
 
 
 def pair_features(raw: Tensor, mother: Tensor) -> Tensor:
-    """[B, N, 8], [B, N] -> [B, N, N, N_PAIR_FEATURES], symmetric in (i, j).
+    """[B, N, 8], [B, N] -> [B, N, N, N_PAIR_FEATURES], symmetric in (i, j): `pair_feature_list`
+    stacked."""
+    return torch.stack(pair_feature_list(raw, mother), dim=-1)
+
+
+def pair_feature_list(raw: Tensor, mother: Tensor) -> list[Tensor]:
+    """The N_PAIR_FEATURES pair features, each [B, N, N] and symmetric in (i, j):
 
     mother/daughter adjacency, same mother (siblings), ln m^2_ij (clamped at 1e-4 GeV^2),
     cos of the opening angle, ln(1 + |v_i - v_j| / 10 um). Momentum dot products go through
@@ -223,16 +229,13 @@ def pair_features(raw: Tensor, mother: Tensor) -> Tensor:
     # Direct differences here: the expansion would turn 10 cm vertices that coincide into
     # ~30 um apart (float32 rounding), hiding exactly the displaced shared vertices we want.
     dist = (pos.unsqueeze(2) - pos.unsqueeze(1)).norm(dim=-1)
-    return torch.stack(
-        [
-            adjacency.to(raw.dtype),
-            siblings.to(raw.dtype),
-            torch.log(m2.clamp(min=1e-4)),
-            cos_angle,
-            torch.log1p(dist / VERTEX_SCALE_CM),
-        ],
-        dim=-1,
-    )
+    return [
+        adjacency.to(raw.dtype),
+        siblings.to(raw.dtype),
+        torch.log(m2.clamp(min=1e-4)),
+        cos_angle,
+        torch.log1p(dist / VERTEX_SCALE_CM),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,9 +10,11 @@ Output:
     logits      float32 [B, n_skims]  (skim names are in the model's metadata_props)
 
 Everything else (PDG vocabulary lookup, charge, log/angle features, pair features, padding
-mask) happens inside the graph. The PDG lookup compares against the sorted vocabulary codes
-([B, N, V] equality, fine for basf2's batch sizes); attention is spelled out (no SDPA) because
-that exports cleanly with the TorchScript exporter at every opset we tried.
+mask; for physics inputs also the CMS boost, decay tree, acceptance and event shapes) happens
+inside the graph; `model_inputs` and `cms_beams` in metadata_props say which. The PDG lookup
+compares against the sorted vocabulary codes ([B, N, V] equality, fine for basf2's batch
+sizes); attention is spelled out (no SDPA) because that exports cleanly with the TorchScript
+exporter at every opset we tried.
 """
 
 from __future__ import annotations
@@ -107,6 +109,13 @@ def export_onnx(model: ParticleTransformer, path: Path | str, opset: int = DEFAU
     proto = onnx.load(str(path))
     entries = {"skims": ",".join(model.skims), "pdg_vocab_version": pdg_vocab().version}
     entries["input_feature_order"] = "t,x,y,z,E,px,py,pz"
+    entries["model_inputs"] = model.cfg.inputs  # raw, or physics in the CMS of these beams:
+    if model.cfg.inputs == "physics":
+        beams = model.cfg.beams
+        entries["cms_beams"] = (
+            f"e_minus_gev={beams.e_minus_gev},e_plus_gev={beams.e_plus_gev},"
+            f"crossing_angle_rad={beams.crossing_angle_rad}"
+        )
     for key, value in entries.items():
         prop = proto.metadata_props.add()
         prop.key, prop.value = key, value

@@ -7,6 +7,10 @@
     class blocks (a class token attends to [class token, particles]; CaiT / ParT style)
     LayerNorm -> one logit per skim head (heads can be added/replaced, backbone kept)
 
+`inputs = "physics"` (preset part-phys-small) swaps in physics_features: CMS-frame, decay-tree,
+acceptance and ParT-style CMS pair features, plus a global-event embedding added to every
+particle token; the beams that define the CMS are part of the config (checkpoints record them).
+
 Padding never changes a result: padded keys get -inf in the attention mask, padded queries
 produce finite garbage that nothing reads, and the class token only sees real particles.
 """
@@ -16,24 +20,43 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adaptive_bkg.config import GeneratorConfig
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.model.features import (
     MASK_ID,
     N_PAIR_FEATURES,
     N_PARTICLE_FEATURES,
+    N_RESERVED_IDS,
     ModelInputs,
     pair_features,
     particle_features,
     pdg_vocab,
 )
+from adaptive_bkg.model.physics_features import (
+    N_GLOBAL_FEATURES,
+    N_PHYS_PAIR_FEATURES,
+    N_PHYS_PARTICLE_FEATURES,
+    acceptances,
+    cms_four_momenta,
+    decay_tree,
+    global_features,
+    physics_pair_features,
+    physics_particle_features,
+)
+from adaptive_bkg.physics.beams import Beams, BeamSettings
+from adaptive_bkg.physics.geometry import BELLE2_ACCEPTANCE
+from adaptive_bkg.physics.pdg import NEUTRINOS
 from adaptive_bkg.physics.processes import BKG_TYPES
+
+INPUTS = ("raw", "physics")  # PartConfig.inputs
+_BEAM_FIELDS = ("e_minus_gev", "e_plus_gev", "crossing_angle_rad")
 
 
 @dataclass(frozen=True)
@@ -47,11 +70,30 @@ class PartConfig:
     pair_hidden: int = 64  # hidden width of the pair-feature MLP (its cost scales with N^2)
     pair_layers: int = 3  # hidden layers of the pair-feature MLP (0 = linear map to heads)
     dropout: float = 0.0
+    # "raw": features.particle/pair_features; "physics": physics_features, in the CMS of these
+    # beams (None for raw inputs; left out of `to_dict` then, so raw checkpoints are unchanged).
+    inputs: str = "raw"
+    e_minus_gev: float | None = None
+    e_plus_gev: float | None = None
+    crossing_angle_rad: float | None = None
 
     def __post_init__(self) -> None:
+        if self.inputs not in INPUTS:
+            raise UserError(f"model inputs '{self.inputs}' unknown (allowed: {', '.join(INPUTS)})")
+        beams = [getattr(self, name) for name in _BEAM_FIELDS]
+        if any((b is None) == (self.inputs == "physics") for b in beams):
+            raise UserError(
+                f"model inputs '{self.inputs}' with beams {beams}: physics inputs need all of "
+                f"{', '.join(_BEAM_FIELDS)}, raw inputs none"
+            )
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "dropout":
+            if f.name == "inputs" or value is None:
+                continue
+            if f.name in _BEAM_FIELDS:
+                if value < 0 or (value == 0 and f.name != "crossing_angle_rad"):
+                    raise UserError(f"model {f.name} = {value} must be > 0")
+            elif f.name == "dropout":
                 if not 0.0 <= value < 1.0:
                     raise UserError(f"model dropout {value} must lie in [0, 1)")
             elif value < (minimum := 0 if f.name == "pair_layers" else 1):
@@ -60,7 +102,24 @@ class PartConfig:
             raise UserError(f"model width {self.dim} is not divisible by heads {self.heads}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        if self.inputs == "raw":  # as before physics inputs existed: old readers load it
+            for name in ("inputs", *_BEAM_FIELDS):
+                del values[name]
+        return values
+
+    @property
+    def beams(self) -> Beams:
+        """The beams whose CMS the physics inputs use (physics inputs only)."""
+        if self.e_minus_gev is None or self.e_plus_gev is None or self.crossing_angle_rad is None:
+            raise ValueError("PartConfig.beams: raw inputs have no beams")
+        return Beams(self.e_minus_gev, self.e_plus_gev, self.crossing_angle_rad)
+
+    def with_beams(self, settings: BeamSettings) -> PartConfig:
+        """This config in the CMS of `settings` (e.g. `cfg.generator`); raw inputs unchanged."""
+        if self.inputs == "raw":
+            return self
+        return on_physics_inputs(self, settings)
 
     @staticmethod
     def from_dict(values: dict[str, Any]) -> PartConfig:
@@ -69,6 +128,17 @@ class PartConfig:
         if unknown:
             raise UserError(f"model config has unknown fields {unknown} (known: {sorted(known)})")
         return PartConfig(**values)
+
+
+def on_physics_inputs(config: PartConfig, settings: BeamSettings) -> PartConfig:
+    """`config` on physics inputs in the CMS of the beams `settings` names."""
+    return replace(
+        config,
+        inputs="physics",
+        e_minus_gev=float(settings.e_minus_gev),
+        e_plus_gev=float(settings.e_plus_gev),
+        crossing_angle_rad=float(settings.crossing_angle_rad),
+    )
 
 
 PRESETS: dict[str, PartConfig] = {
@@ -81,13 +151,19 @@ PRESETS: dict[str, PartConfig] = {
         pair_hidden=16, pair_layers=0,
     ),
 }  # fmt: skip
+# part-small's architecture on the physics-aware inputs (physics_features, docs/model.md), in
+# the CMS of the generator's default (basf2 Y4S) beams unless `preset(..., beams)` says otherwise.
+PRESETS["part-phys-small"] = on_physics_inputs(PRESETS["part-small"], GeneratorConfig())
 
 
-def preset(name: str) -> PartConfig:
+def preset(name: str, beams: BeamSettings | None = None) -> PartConfig:
+    """The named architecture; physics-input presets take the CMS of `beams` (e.g.
+    `cfg.generator`) when given."""
     try:
-        return PRESETS[name]
+        config = PRESETS[name]
     except KeyError:
         raise UserError(f"unknown model preset '{name}' (known: {', '.join(PRESETS)})") from None
+    return config if beams is None else config.with_beams(beams)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,6 +239,8 @@ class ClassBlock(nn.Module):
 
 class ParticleTransformer(nn.Module):
     charge_table: Tensor  # [n_pdg] charge per vocabulary id (buffer)
+    invisible_table: Tensor  # [n_pdg] neutrino flag per vocabulary id (physics inputs only)
+    cms_matrix: Tensor  # [4, 4] lab -> CMS boost (physics inputs only)
 
     def __init__(
         self,
@@ -182,12 +260,25 @@ class ParticleTransformer(nn.Module):
         table = torch.from_numpy(vocab.charge_table())[: self.n_pdg]
         charge[: table.numel()] = table
         self.register_buffer("charge_table", charge, persistent=False)
+        physics = cfg.inputs == "physics"
+        if physics:  # constants derived from the vocabulary and the config: not in the state dict
+            invisible = torch.zeros(self.n_pdg, dtype=torch.bool)
+            codes = torch.from_numpy(vocab.codes)[: self.n_pdg - N_RESERVED_IDS]
+            invisible[N_RESERVED_IDS : N_RESERVED_IDS + codes.numel()] = torch.isin(
+                codes.abs(), torch.tensor(NEUTRINOS, dtype=codes.dtype)
+            )
+            self.register_buffer("invisible_table", invisible, persistent=False)
+            boost = torch.from_numpy(cfg.beams.cms_matrix()).to(torch.float32)
+            self.register_buffer("cms_matrix", boost, persistent=False)
+            self.sqrt_s = cfg.beams.sqrt_s
 
-        self.particle_embed = _mlp([N_PARTICLE_FEATURES, cfg.embed_hidden, cfg.dim])
+        n_particle = N_PHYS_PARTICLE_FEATURES if physics else N_PARTICLE_FEATURES
+        n_pair = N_PHYS_PAIR_FEATURES if physics else N_PAIR_FEATURES
+        self.particle_embed = _mlp([n_particle, cfg.embed_hidden, cfg.dim])
         self.pdg_embed = nn.Embedding(self.n_pdg, cfg.dim)
         self.bkg_embed = nn.Embedding(n_bkg_types, cfg.dim)
         self.pair_embed = _mlp(
-            [N_PAIR_FEATURES] + [cfg.pair_hidden] * cfg.pair_layers + [cfg.heads], relu=True
+            [n_pair] + [cfg.pair_hidden] * cfg.pair_layers + [cfg.heads], relu=True
         )  # ReLU: this MLP runs on N^2 pairs, where GELU's cost shows
         self.blocks = nn.ModuleList(ParticleBlock(cfg) for _ in range(cfg.particle_blocks))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
@@ -198,6 +289,8 @@ class ParticleTransformer(nn.Module):
         self.pdg_head = nn.Linear(cfg.dim, self.n_pdg)  # masked-PDG pretraining only
         self.heads = nn.ModuleList()
         self.add_skims(skims)
+        # Created last, so that raw-input models draw the same initial weights as before.
+        self.global_embed = nn.Linear(N_GLOBAL_FEATURES, cfg.dim) if physics else None
 
     # -- skim heads ----------------------------------------------------------------------
     def _new_head(self) -> nn.Linear:
@@ -251,13 +344,36 @@ class ParticleTransformer(nn.Module):
         first = torch.arange(mask.shape[1], device=mask.device) == 0
         key_mask = mask | (empty & first)
         charge = self.charge_table[inputs.pdg]
-        x = self.particle_embed(particle_features(inputs.features, charge, inputs.mother))
+        if self.global_embed is None:
+            x = self.particle_embed(particle_features(inputs.features, charge, inputs.mother))
+        else:
+            features, event = self.physics_inputs(inputs, charge)
+            x = self.particle_embed(features) + self.global_embed(event).unsqueeze(1)
         x = x + self.pdg_embed(inputs.pdg) + self.bkg_embed(inputs.bkg_type).unsqueeze(1)
         return x, key_mask
 
+    def physics_inputs(self, inputs: ModelInputs, charge: Tensor) -> tuple[Tensor, Tensor]:
+        """Physics-aware particle features [B, N, F] and global-event features [B, G], in
+        float32 even under bf16 autocast (3 significant digits would blur boosts and angles)."""
+        raw, mother = inputs.features, inputs.mother
+        with torch.autocast(raw.device.type, enabled=False):
+            cms = cms_four_momenta(raw, self.cms_matrix)
+            tree = decay_tree(raw, mother, inputs.mask)
+            accept = acceptances(raw, charge, BELLE2_ACCEPTANCE)
+            particles = physics_particle_features(raw, charge, mother, cms, tree, accept)
+            visible = tree.final & ~self.invisible_table[inputs.pdg]
+            event = global_features(cms, visible, tree.final & accept.trackable, self.sqrt_s)
+        return particles, event
+
     def pair_bias(self, inputs: ModelInputs, key_mask: Tensor) -> Tensor:
         """Attention bias [B, H, N, N]: pair-feature MLP per head, -inf on padded keys."""
-        bias = self.pair_embed(pair_features(inputs.features, inputs.mother)).permute(0, 3, 1, 2)
+        if self.global_embed is None:
+            pairs = pair_features(inputs.features, inputs.mother)
+        else:
+            with torch.autocast(inputs.features.device.type, enabled=False):  # as physics_inputs
+                cms = cms_four_momenta(inputs.features, self.cms_matrix)
+                pairs = physics_pair_features(inputs.features, inputs.mother, cms)
+        bias = self.pair_embed(pairs).permute(0, 3, 1, 2)
         key_bias = torch.zeros_like(key_mask, dtype=bias.dtype).masked_fill(~key_mask, -math.inf)
         return (bias + key_bias[:, None, None, :]).contiguous()  # else SDPA copies it per block
 

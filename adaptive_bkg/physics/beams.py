@@ -113,6 +113,13 @@ class Beams:
         bx, by, bz = self.beta
         return boost(energy, px, py, pz, (-bx, -by, -bz))
 
+    def cms_matrix(self) -> F64:
+        """[4, 4] matrix L with (E*, p*) = L @ (E, p) for lab 4-vectors: `to_cms` applied to the
+        four basis vectors (a boost is linear), so that a model can apply the one boost above
+        as a constant matrix product."""
+        rows = self.to_cms(*np.eye(4))  # component a of the boosted basis vector k: rows[a][k]
+        return np.stack(rows)
+
     def to_lab(
         self, energy: Values, px: Values, py: Values, pz: Values
     ) -> tuple[F64, F64, F64, F64]:

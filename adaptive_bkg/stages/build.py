@@ -110,7 +110,7 @@ class DefaultStages:
             self.checkpoint_path,
             skims=self.skims,
             new_head_skims_ok=True,
-            expect_config=preset(self.cfg.model.preset),
+            expect_config=preset(self.cfg.model.preset, self.cfg.generator),
             device=device,
         )
         # A head for a skim the checkpoint never saw starts at the prior (zero weights, bias =

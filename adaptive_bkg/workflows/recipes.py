@@ -237,7 +237,7 @@ def pretrain(
         labelled = labelled.head(max_events)
     train, val = labelled.split(cfg.learner.validation_fraction or 0.1, cfg.learner.seed)
     torch.manual_seed(cfg.learner.seed)
-    model = ParticleTransformer(preset(cfg.model.preset), labelled.skims)
+    model = ParticleTransformer(preset(cfg.model.preset, cfg.generator), labelled.skims)
     return _train_and_save(
         cfg, model, train, val, out, "pretrain", epochs or cfg.learner.epochs,
         {"preset": cfg.model.preset, "data": str(data)}, progress,
@@ -279,7 +279,7 @@ def finetune(
         raise UserError("give at least one skim to fine-tune for (--skim NAME)")
     if n_events <= 0:
         raise UserError(f"--events must be positive, got {n_events}")
-    expect = preset(expect_preset) if expect_preset else None
+    expect = preset(expect_preset, cfg.generator) if expect_preset else None
     lcfg = cfg.learner
     frac = lcfg.validation_fraction or 0.1
     n_val = val_events or max(1, round(n_events * frac / (1.0 - frac)))
@@ -313,7 +313,7 @@ def finetune_model(
         extra["source_skims"] = ",".join(loaded.skims)
         extra["source_task"] = str(loaded.meta.get("task", "unknown"))
     else:
-        config = expect or preset(cfg.model.preset)
+        config = expect or preset(cfg.model.preset, cfg.generator)
     if mode == "scratch":
         return ParticleTransformer(config, tuple(skims)), extra
     model = loaded.model
@@ -379,7 +379,7 @@ def pretrain_masked_pdg(
         raise UserError(f"{len(batch)} events are too few to split off a validation set")
     train, val = batch.take(np.sort(order[n_val:])), batch.take(np.sort(order[:n_val]))
     torch.manual_seed(lcfg.seed)
-    model = ParticleTransformer(preset(cfg.model.preset), ())
+    model = ParticleTransformer(preset(cfg.model.preset, cfg.generator), ())
     epochs = epochs or lcfg.epochs
     steps_per_epoch = len(
         bucketed_batches(train.n_particles, lcfg.batch_size, bucket_edges(cfg.model.max_particles))

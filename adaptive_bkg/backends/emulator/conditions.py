@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from adaptive_bkg.errors import UserError
+from adaptive_bkg.physics.geometry import BELLE2_ACCEPTANCE as ACCEPTANCE
 from adaptive_bkg.physics.pdg import PDG, mass_gev
 
 SPECIES: tuple[str, ...] = ("e", "mu", "pi", "K", "p")
@@ -57,16 +58,17 @@ class DetectorParams:
     """Parametric Belle II-like detector response; see the module docstring for the sources."""
 
     # --- tracking (CDC) -----------------------------------------------------------------
-    cdc_theta_min_deg: float = 17.0  # [ref §2 Acceptances, AcceptanceVariables.cc]
-    cdc_theta_max_deg: float = 150.0  # [ref §2 Acceptances]
-    track_pt_min_gev: float = 0.1  # DESIGN.md §4; ROE mask uses 0.075 [ref §2]
+    # Geometry (polar ranges, tracking volume, pT threshold) is physics.geometry's, which the
+    # model's acceptance inputs read too [ref §2 Acceptances, AcceptanceVariables.cc].
+    cdc_theta_min_deg: float = ACCEPTANCE.cdc_theta_deg[0]
+    cdc_theta_max_deg: float = ACCEPTANCE.cdc_theta_deg[1]
+    track_pt_min_gev: float = ACCEPTANCE.track_pt_min_gev
     track_eff_high_pt: float = 0.97  # pT above `track_eff_pt_knee_gev`  [emulator choice]
     track_eff_low_pt: float = 0.90  # curlers below the knee are harder  [emulator choice]
     track_eff_pt_knee_gev: float = 0.25  # [emulator choice]
-    # A track needs enough CDC layers: daughters of decays beyond this radius are lost.
-    # CDC inner/outer radius ~16 cm / 113 cm [TDR]; 40 cm leaves ~2/3 of the layers.
-    track_max_production_radius_cm: float = 40.0
-    track_max_production_z_cm: float = 60.0  # [emulator choice], CDC half-length ~1 m [TDR]
+    # A track needs enough CDC layers: daughters of decays beyond the tracking volume are lost.
+    track_max_production_radius_cm: float = ACCEPTANCE.tracker_radius_cm
+    track_max_production_z_cm: float = ACCEPTANCE.tracker_half_z_cm
     # sigma(pT)/pT = a*pT (+) b/beta  [ref §2 Momentum resolution, TDR (from memory)]
     pt_resolution_a: float = 0.0011
     pt_resolution_b: float = 0.0025
@@ -76,11 +78,7 @@ class DetectorParams:
     angle_scattering_rad_gev: float = 0.001
     # --- calorimeter (ECL) --------------------------------------------------------------
     # forward / barrel / backward polar ranges with gaps [ref §2 Acceptances]
-    ecl_theta_ranges_deg: tuple[tuple[float, float], ...] = (
-        (12.4, 31.4),
-        (32.2, 128.7),
-        (130.7, 155.1),
-    )
+    ecl_theta_ranges_deg: tuple[tuple[float, float], ...] = ACCEPTANCE.ecl_theta_ranges_deg
     # sigma(E)/E = a/E (+) b/E^(1/4) (+) c  [ref §2 ECL, Belle NIM (from memory)]
     ecl_resolution_a: float = 0.00066
     ecl_resolution_b: float = 0.0081

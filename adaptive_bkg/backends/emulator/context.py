@@ -26,6 +26,7 @@ from adaptive_bkg.backends.emulator.conditions import (
 from adaptive_bkg.backends.emulator.detector import KSHORT, RecoEvents
 from adaptive_bkg.formats.events import offsets_from_counts
 from adaptive_bkg.physics.beams import Beams
+from adaptive_bkg.physics.geometry import BELLE2_ACCEPTANCE
 from adaptive_bkg.physics.pdg import PDG, mass_gev
 from adaptive_bkg.physics.shapes import (
     event_sums,
@@ -242,8 +243,9 @@ class SkimContext:
         good = self.good_track
         n_tracks = np.bincount(trk.event, minlength=n).astype(np.int64)
         charge_sum = np.bincount(trk.event, weights=trk.charge, minlength=n).astype(np.int64)
+        cdc_lo, cdc_hi = BELLE2_ACCEPTANCE.cdc_theta_deg
         photon_ok = (self.reco.clusters.energy > self.PHOTON_E_MIN) & (
-            (self.cluster_theta_deg > 17.0) & (self.cluster_theta_deg < 150.0)
+            (self.cluster_theta_deg > cdc_lo) & (self.cluster_theta_deg < cdc_hi)
         )
         n_photons = np.bincount(gam.event[photon_ok], minlength=n).astype(np.int64)
         # Event shapes use good tracks and all neutral clusters (CMS 3-vectors).

@@ -43,6 +43,7 @@ from adaptive_bkg.config import BackendConfig
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.formats.events import EventBatch
 from adaptive_bkg.interfaces import Clock
+from adaptive_bkg.physics.geometry import BELLE2_ACCEPTANCE
 from adaptive_bkg.physics.pdg import NEUTRINOS
 from adaptive_bkg.physics.processes import BKG_TYPES, CROSS_SECTIONS_NB
 
@@ -51,10 +52,10 @@ COST_FILE_VERSION = 1
 DEFAULT_T_SLOW_MEAN_S = 0.1
 """Mean sim+reco seconds per event: yu2022 quotes t_SR = 97 ms for Belle II generic events."""
 
-# Acceptances from references/belle2_reference_numbers.md §2 (basf2 AcceptanceVariables.cc).
-CDC_THETA_DEG = (17.0, 150.0)
-ECL_THETA_DEG = (12.4, 155.1)
-TRACK_MIN_PT_GEV = 0.1
+# Acceptances: physics.geometry (references/belle2_reference_numbers.md §2).
+CDC_THETA_DEG = BELLE2_ACCEPTANCE.cdc_theta_deg
+ECL_THETA_DEG = BELLE2_ACCEPTANCE.ecl_envelope_deg
+TRACK_MIN_PT_GEV = BELLE2_ACCEPTANCE.track_pt_min_gev
 _NEUTRINOS = np.array(NEUTRINOS, dtype=np.int32)
 
 FEATURES: tuple[str, ...] = ("n_particles", "n_final", "n_tracks", "e_visible_gev")
