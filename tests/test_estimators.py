@@ -45,6 +45,7 @@ from adaptive_bkg.stats.speedup import (
     speedup_measured,
     speedup_variance_terms,
 )
+from adaptive_bkg.workflows.compare import compare_runs, table_cells
 
 T_FAST = T_NN = 0.001
 N_EVENTS, N_RUNS = 20_000, 2000
@@ -314,6 +315,9 @@ def test_speedup_with_a_known_learner_cost(tmp_path: Path) -> None:
     assert f"{value:.2f} ± {error:.2f} (its CPU seconds added to the cost)" in text
     assert f"{compute.cpu_s:,.1f} CPU s (train 8.0" in text
     assert learner_compute_so_far(tmp_path / "run" / "metrics.jsonl") == compute
+    (row,) = compare_runs([tmp_path / "run"]).rows
+    assert (row.speedup_with_learner, row.speedup_with_learner_err) == pytest.approx(direct)
+    assert f"{value:.2f} ± {error:.2f}" in table_cells(row)
 
 
 def test_no_learn_run_spends_no_training_compute(tmp_path: Path) -> None:
