@@ -14,8 +14,12 @@ i.i.d.; with A = Σa, B = Σb, C = Σc the speedup is ∝ A/(B·C), so
 with V_XY = Σxy − X·Y/N (e.g. V_AB = Σ_{kept,pass} w³ − A·B/N). The cost term matters where
 most passing events are kept with p near 1 (weights near 1): then A/B hardly moves and the
 spread comes from how many failing events were kept. The estimated t_slow (when not given) is
-treated as known. Closure: tests/test_uncertainty.py checks that ±σ covers ≈ 68 % of the
-spread of the speedup over repeated runs.
+treated as known. Closure: tests/test_uncertainty.py and tests/test_estimators.py check σ
+against the spread of the speedup over repeated runs (±σ covers 64–66 %: docs/statistics.md).
+
+The learner's compute (`LearnerCompute`) is a fixed, measured extra cost L: the speedup with it
+is S·C/(C + L) (`with_extra_cost`), and only the cost terms of σ change, by r = C/(C + L)
+(`SpeedupVarianceTerms.rel_error`).
 
 The mean seconds per generated event of a run that keeps with probability p is
 `cost_per_event` = t_fast + t_nn + t_slow·E[p] (t2 at p = 0, t1 at p = 1); without the filter
