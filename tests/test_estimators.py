@@ -17,8 +17,10 @@ coverage of the serial driver's σ over 30 seeds in test_uncertainty.py.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -352,3 +354,28 @@ def test_learner_compute_adds_up_over_resumed_segments() -> None:
         "cpu_s": 3.0,
         "counted_s": 3.0,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 5: benchmarks/literature.py's evaluation on a synthetic, calibrated score.
+def test_literature_evaluation_on_a_calibrated_synthetic_score() -> None:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "literature.py"
+    spec = importlib.util.spec_from_file_location("literature", path)
+    assert spec is not None
+    assert spec.loader is not None
+    literature = importlib.util.module_from_spec(spec)
+    sys.modules["literature"] = literature
+    spec.loader.exec_module(literature)
+
+    rng = np.random.default_rng(5)
+    q = rng.beta(0.4, 7.0, 40_000)  # ε ≈ 5 %
+    labels = rng.random(q.size) < q
+    r = literature.evaluate("synthetic", "beta q", q, labels, 0.0, 5, 50, 0)
+    assert r.retention == pytest.approx(0.05, abs=0.01)
+    assert r.closed_form == pytest.approx(r.expected_speedup, rel=1e-9)  # same definition
+    assert r.oracle == pytest.approx(oracle_speedup(r.retention, *literature.YU2022_TIMES))
+    assert 0.5 < r.auc < 1.0
+    assert 1.0 < r.expected_speedup < r.oracle
+    assert r.identity_speedup < r.expected_speedup  # p = q pays for its huge weights
+    # the measured passes agree with the expectation within their spread (no tail here)
+    assert abs(r.measured_speedup_mean - r.expected_speedup) < 3 * r.measured_speedup_spread
