@@ -20,7 +20,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from adaptive_bkg.pipeline.progress import Toward, plain_line
-from adaptive_bkg.stats.metrics import RunSummary
+from adaptive_bkg.stats.metrics import RunSummary, speedups_with_learner
+from adaptive_bkg.stats.speedup import LearnerCompute
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class SkimMetrics:
     speedup_err: float | None = None
     expected_speedup: float | None = None
     expected_speedup_err: float | None = None
+    # The speedup with the learner's CPU seconds added to the cost (± σ; docs/statistics.md).
+    speedup_with_learner: float | None = None
+    speedup_with_learner_err: float | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,16 @@ class MetricsRecord:
     # Its fill is what the learner's memory grows with until it is full (docs/reliability.md).
     learner_buffer_events: int = 0
     learner_buffer_capacity: int = 0
+    # The learner's compute so far (whole run, earlier segments of a resumed run included).
+    learner_train_cpu_s: float = 0.0
+    learner_rescore_cpu_s: float = 0.0
+    learner_gpu_s: float = 0.0
+
+    @property
+    def learner_compute(self) -> LearnerCompute:
+        return LearnerCompute(
+            self.learner_train_cpu_s, self.learner_rescore_cpu_s, self.learner_gpu_s
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), allow_nan=True)
@@ -82,9 +96,12 @@ def metrics_record(
     online_auc: Mapping[str, float] | None,
     expected_speedup: Mapping[str, tuple[float, float]] | None = None,
     learner_buffer: tuple[int, int] = (0, 0),
+    learner_compute: LearnerCompute | None = None,
 ) -> MetricsRecord:
     auc = online_auc or {}
     expected = expected_speedup or {}
+    compute = learner_compute or LearnerCompute()
+    with_learner = speedups_with_learner(summary, compute)
     return MetricsRecord(
         wall_s=wall_s,
         spent_s=spent_s,
@@ -110,12 +127,24 @@ def metrics_record(
                 speedup_err=_known(s.speedup_err),
                 expected_speedup=_known(expected.get(name, (math.nan, math.nan))[0]),
                 expected_speedup_err=_known(expected.get(name, (math.nan, math.nan))[1]),
+                speedup_with_learner=_known(with_learner[name].value),
+                speedup_with_learner_err=_known(with_learner[name].error),
             )
             for name, s in summary.skims.items()
         },
         learner_buffer_events=learner_buffer[0],
         learner_buffer_capacity=learner_buffer[1],
+        learner_train_cpu_s=compute.train_cpu_s,
+        learner_rescore_cpu_s=compute.rescore_cpu_s,
+        learner_gpu_s=compute.gpu_s,
     )
+
+
+def learner_compute_so_far(metrics_path: Path) -> LearnerCompute:
+    """The learner's compute in the last record of an existing metrics.jsonl (what earlier
+    segments of a resumed run spent, up to their last record); zero without one."""
+    records = read_metrics(metrics_path)
+    return records[-1].learner_compute if records else LearnerCompute()
 
 
 def _known(value: float) -> float | None:
@@ -134,6 +163,15 @@ def _buffer_fill(record: MetricsRecord) -> str:
     if capacity <= 0:
         return "n/a"
     return f"{events:,} of {capacity:,} events ({100 * min(events / capacity, 1.0):.0f} %)"
+
+
+def _learner_compute(compute: LearnerCompute) -> str:
+    """'123 CPU s (train 100, re-score 23)', with the GPU seconds where there are any."""
+    text = (
+        f"{compute.cpu_s:,.1f} CPU s (train {compute.train_cpu_s:,.1f}, "
+        f"re-score {compute.rescore_cpu_s:,.1f})"
+    )
+    return text + (f"; GPU {compute.gpu_s:,.1f} s" if compute.gpu_s > 0 else "")
 
 
 def read_metrics(path: Path) -> list[MetricsRecord]:
@@ -161,6 +199,7 @@ def render(
         ("simulated", f"{record.n_simulated:,} ({record.simulated_per_s:,.0f}/s)"),
         ("model version", f"{record.model_version} ({record.learner_steps} steps)"),
         ("learner replay buffer", _buffer_fill(record)),
+        ("learner compute", _learner_compute(record.learner_compute)),
         ("max weight", f"{record.max_weight:.1f}"),
         (
             "weight quantiles",
@@ -177,6 +216,11 @@ def render(
                 f"{name} speedup",
                 f"{_pm(s.speedup, s.speedup_err)} (oracle {s.oracle_speedup:.2f}, "
                 f"{100 * s.fraction_of_oracle:.0f} % of it)",
+            ),
+            (
+                f"{name} speedup incl. learner",
+                f"{_pm(s.speedup_with_learner, s.speedup_with_learner_err)} "
+                "(its CPU seconds added to the cost)",
             ),
             (
                 f"{name} expected speedup now",

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from adaptive_bkg.errors import UserError
 from adaptive_bkg.pipeline.budget import Progress, StopFlag
-from adaptive_bkg.pipeline.live import LiveView, metrics_record
+from adaptive_bkg.pipeline.live import LiveView, learner_compute_so_far, metrics_record
 from adaptive_bkg.pipeline.plan import RunPlan
 from adaptive_bkg.pipeline.progress import Toward, toward_stop
 from adaptive_bkg.stages.learner import LearnerStatus
@@ -34,7 +34,8 @@ from adaptive_bkg.stages.recorder import (
     summary_to_json,
 )
 from adaptive_bkg.stages.types import WeightsSnapshot
-from adaptive_bkg.stats.metrics import RunSummary
+from adaptive_bkg.stats.metrics import RunSummary, speedups_with_learner
+from adaptive_bkg.stats.speedup import LearnerCompute
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ class RunResult:
     learner_failure: str | None = None
     # (value, σ) per skim: the last version's expected speedup on the validation stream
     expected_speedup: dict[str, tuple[float, float]] | None = None
+    # The learner's compute, and per skim the speedup (value, σ) with it added to the cost.
+    learner_compute: LearnerCompute = field(default_factory=LearnerCompute)
+    speedup_with_learner: dict[str, tuple[float, float]] | None = None
 
 
 @dataclass
@@ -87,6 +91,12 @@ class RunBook:
         self._last_log = -math.inf
         self._last_counts = (self.plan.resume.n_generated, 0, self.start)
         self._rates = (0.0, 0.0, 0.0)  # generated, kept, simulated per wall second
+        # A resumed run's learner starts from zero: add what earlier segments spent.
+        self.learner_compute_before = (
+            learner_compute_so_far(self.run_dir / "metrics.jsonl")
+            if self.plan.resume.resumed
+            else LearnerCompute()
+        )
         self.live = LiveView(
             self.run_dir / "metrics.jsonl", f"adaptive-bkg run {self.run_dir.name}", self.show_live
         )
@@ -97,6 +107,10 @@ class RunBook:
 
     def on_learner(self, status: LearnerStatus) -> None:
         self.learner = status
+
+    def learner_compute(self) -> LearnerCompute:
+        now = self.learner.compute if self.learner else LearnerCompute()
+        return self.learner_compute_before.plus(now)
 
     def wall_s(self) -> float:
         return time.monotonic() - self.start
@@ -176,6 +190,7 @@ class RunBook:
                 learner_buffer=(learner.buffer_events, learner.buffer_capacity)
                 if learner
                 else (0, 0),
+                learner_compute=self.learner_compute(),
             ),
             self._toward(),
         )
@@ -195,6 +210,10 @@ class RunBook:
         learner = self.learner
         online_auc = dict(learner.online_auc) if learner and learner.online_auc else None
         expected = dict(learner.expected_speedup) if learner and learner.expected_speedup else None
+        compute = self.learner_compute()
+        with_learner = {
+            k: (v.value, v.error) for k, v in speedups_with_learner(final.summary, compute).items()
+        }
         extra = {
             "stop_reason": stop_reason,
             "wall_s": self.wall_s(),
@@ -220,6 +239,8 @@ class RunBook:
                 str(v): {k: s.speedup_err for k, s in by_version[v].skims.items()} for v in versions
             },
             "expected_speedup_validation": expected,
+            "learner_compute": compute.to_dict(),
+            "speedup_with_learner": with_learner,
         }
         (self.run_dir / SUMMARY_FILE).write_text(summary_to_json(final.summary, extra))
         if self.plan.cfg.run.plots and final.n_generated:
@@ -240,6 +261,8 @@ class RunBook:
             failure=self.failure,
             learner_failure=self.learner_failure,
             expected_speedup=expected,
+            learner_compute=compute,
+            speedup_with_learner=with_learner,
         )
 
 
@@ -266,6 +289,13 @@ def result_lines(result: RunResult) -> list[str]:
                 f"version, {a.n_pass_kept} passing events) to {b.speedup:.2f} ± "
                 f"{b.speedup_err:.2f} (last of {result.n_versions} versions, "
                 f"{b.n_pass_kept} passing events)"
+            )
+        if result.speedup_with_learner and name in result.speedup_with_learner:
+            value, error = result.speedup_with_learner[name]
+            lines.append(
+                f"[{name}] speedup including the learner's compute "
+                f"({result.learner_compute.counted_s:,.1f} CPU s): {value:.2f} ± {error:.2f} "
+                f"(stages only: {skim.speedup:.2f} ± {skim.speedup_err:.2f})"
             )
         if result.expected_speedup and name in result.expected_speedup:
             value, error = result.expected_speedup[name]

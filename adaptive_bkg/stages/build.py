@@ -209,6 +209,7 @@ class DefaultStages:
             self._times(),
             learn=self.learn,
             seed=self.cfg.run.seed,
+            device_sync=torch.cuda.synchronize if device.type == "cuda" else None,
         )
 
     def save_checkpoint(self, path: Path, snapshot: WeightsSnapshot) -> None:

@@ -13,6 +13,9 @@
 - Causality: an event's label exists only after its keep decision; `ingest` additionally
   refuses a batch decided by a version the learner has not published yet, and (optionally)
   logs which version each event was first trained into, for tests.
+- Accounts for its own compute (`LearnerCompute`, in every status): process CPU seconds of the
+  training steps and of each publish (re-scoring the probe and validation reservoirs), and with
+  `device_sync` (a GPU) the wall seconds between synchronisations around the same work.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,7 +37,7 @@ from adaptive_bkg.interfaces import TrainerLike
 from adaptive_bkg.stages.filter import Calibrator, calibrate
 from adaptive_bkg.stages.types import LabelledBatch, WeightsSnapshot
 from adaptive_bkg.stats.sampling import Policy
-from adaptive_bkg.stats.speedup import bootstrap_expected_speedup
+from adaptive_bkg.stats.speedup import LearnerCompute, bootstrap_expected_speedup
 
 MIN_EVENTS_FOR_TIMES = 200  # below this many labelled events the prior mean times are used
 
@@ -63,6 +67,8 @@ class LearnerStatus:
     # with the fill, so an operator (and the soak's warm-up) sees when it is full.
     buffer_events: int = 0
     buffer_capacity: int = 0
+    # CPU (and GPU) seconds spent so far on training and publish-time re-scoring.
+    compute: LearnerCompute = field(default_factory=LearnerCompute)
 
 
 class _Chunk(NamedTuple):
@@ -141,6 +147,11 @@ class LearnerStage:
         validation_capacity: int = 4096,
         keep_training_log: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        # Compute accounting: process CPU time (all threads of this process: in the Ray actor
+        # the learner alone; in the serial driver only the measured calls count), and on a GPU
+        # a device synchronisation (torch.cuda.synchronize) around each measured piece of work.
+        cpu_clock: Callable[[], float] = time.process_time,
+        device_sync: Callable[[], None] | None = None,
     ) -> None:
         self.trainer = trainer
         self.score = score
@@ -169,6 +180,9 @@ class LearnerStage:
             [] if keep_training_log else None
         )
         self._latest: WeightsSnapshot | None = None
+        self.cpu_clock = cpu_clock
+        self.device_sync = device_sync
+        self.compute = LearnerCompute()
         # Running 1/p-weighted sums of kept-event costs: unbiased means over ALL events.
         self._sum_w = 0.0
         self._sum_w_costs = np.zeros(3, dtype=np.float64)
@@ -213,11 +227,12 @@ class LearnerStage:
             if self.training_log is not None:
                 # The weights these events first shape descend from `self.version`.
                 self.training_log.append((labelled.events.event_id[~held_out], self.version))
-            for _ in range(max(1, math.ceil(n_train_new / self.cfg.batch_size))):
-                chunk = self.buffer.sample(self.cfg.batch_size, self.rng)
-                result = self.trainer.train_step(chunk.events, chunk.labels, chunk.weights)
-                self.last_loss = float(result.loss)
-                self.steps += 1
+            with self._measured("train"):
+                for _ in range(max(1, math.ceil(n_train_new / self.cfg.batch_size))):
+                    chunk = self.buffer.sample(self.cfg.batch_size, self.rng)
+                    result = self.trainer.train_step(chunk.events, chunk.labels, chunk.weights)
+                    self.last_loss = float(result.loss)
+                    self.steps += 1
         if self._publish_due():
             self.publish()
         return self.status()
@@ -258,7 +273,33 @@ class LearnerStage:
         """Refit the policy with the current weights, evaluate, and publish a new version."""
         return self._publish(with_weights=self.learn)
 
+    @contextmanager
+    def _measured(self, kind: Literal["train", "rescore"]) -> Iterator[None]:
+        """Add the CPU (and, with `device_sync`, GPU wall) seconds of the block to `compute`:
+        kind "train" (training steps) or "rescore" (a publish)."""
+        if self.device_sync is not None:
+            self.device_sync()  # work queued before the block is not the block's
+        cpu, wall = self.cpu_clock(), time.perf_counter()
+        try:
+            yield
+        finally:
+            gpu = 0.0
+            if self.device_sync is not None:
+                self.device_sync()
+                gpu = time.perf_counter() - wall
+            spent = self.cpu_clock() - cpu
+            c = self.compute
+            self.compute = LearnerCompute(
+                c.train_cpu_s + (spent if kind == "train" else 0.0),
+                c.rescore_cpu_s + (spent if kind == "rescore" else 0.0),
+                c.gpu_s + gpu,
+            )
+
     def _publish(self, with_weights: bool) -> WeightsSnapshot:
+        with self._measured("rescore"):
+            return self._publish_measured(with_weights)
+
+    def _publish_measured(self, with_weights: bool) -> WeightsSnapshot:
         if self.probes.n:
             t_fast, t_nn, t_slow = self.mean_times()
             self.policy.fit(self._q(self.probes.all().events), t_fast, t_nn, t_slow)
@@ -329,4 +370,5 @@ class LearnerStage:
             expected_speedup=dict(self.expected_speedup) if self.expected_speedup else None,
             buffer_events=self.buffer.n,
             buffer_capacity=self.buffer.capacity,
+            compute=self.compute,
         )

@@ -18,12 +18,16 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from adaptive_bkg.stats.speedup import (
+    LearnerCompute,
+    SpeedupEstimate,
     SpeedupMoments,
+    SpeedupVarianceTerms,
     eff_hat,
     n_eff_from_sums,
     oracle_speedup,
     speedup_measured,
-    speedup_rel_error,
+    speedup_variance_terms,
+    with_extra_cost,
 )
 
 # Weight histogram for merge-able quantiles: log10(w) in [0, 6), 0.01 dex bins (2.3 % in w).
@@ -117,6 +121,9 @@ class SkimSummary:
     speedup / oracle_speedup / fraction_of_oracle use the run's total cost (shared by all skims).
     speedup_err: one standard deviation of speedup (delta method, see speedup.py);
     NaN when unknown (no passing event yet, or a state saved before the higher sums existed).
+    speedup_var_terms: (σ/S)² split into its weight, weight×cost and cost parts
+    (`speedup.SpeedupVarianceTerms`), so that the speedup with an extra fixed cost (the
+    learner's compute, `speedups_with_learner`) gets its σ from the summary alone.
     """
 
     sum_w: float
@@ -131,9 +138,15 @@ class SkimSummary:
     max_weight: float
     weight_quantiles: tuple[tuple[float, float], ...]
     speedup_err: float = math.nan
+    speedup_var_terms: tuple[float, float, float] = (math.nan, math.nan, math.nan)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def with_extra_cost(self, total_cost_s: float, extra_cost_s: float) -> SpeedupEstimate:
+        """This skim's speedup (± σ) had the run also spent `extra_cost_s` (fixed) seconds."""
+        terms = SpeedupVarianceTerms(*self.speedup_var_terms)
+        return with_extra_cost(self.speedup, terms, total_cost_s, extra_cost_s)
 
 
 @dataclass(frozen=True)
@@ -163,6 +176,18 @@ class RunSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def speedups_with_learner(
+    summary: RunSummary, compute: LearnerCompute
+) -> dict[str, SpeedupEstimate]:
+    """Per skim, the measured speedup (± σ) with the learner's counted compute added to the
+    run's cost: (t3·N_eff/ε̂) / (Σ stage costs + learner CPU seconds). Beside `speedup`, which
+    counts the stages only; docs/statistics.md says which to quote when."""
+    return {
+        name: skim.with_extra_cost(summary.total_cost_s, compute.counted_s)
+        for name, skim in summary.skims.items()
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,7 +327,7 @@ class RunAccumulator:
             sw, sw2 = float(self.sum_w[s]), float(self.sum_w2[s])
             eps = eff_hat(sw, n)
             speed = speedup_measured(sw, sw2, n, total, tf, ts)
-            rel = speedup_rel_error(
+            terms = speedup_variance_terms(
                 SpeedupMoments(
                     sw,
                     sw2,
@@ -330,7 +355,8 @@ class RunAccumulator:
                 weight_quantiles=quantiles_from_histogram(
                     self.hist[s], quantiles, float(self.max_w[s])
                 ),
-                speedup_err=speed * rel,
+                speedup_err=speed * terms.rel_error(total),
+                speedup_var_terms=(terms.weights, terms.cross, terms.cost),
             )
         return RunSummary(
             n_generated=n,

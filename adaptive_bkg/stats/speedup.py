@@ -14,8 +14,12 @@ i.i.d.; with A = Σa, B = Σb, C = Σc the speedup is ∝ A/(B·C), so
 with V_XY = Σxy − X·Y/N (e.g. V_AB = Σ_{kept,pass} w³ − A·B/N). The cost term matters where
 most passing events are kept with p near 1 (weights near 1): then A/B hardly moves and the
 spread comes from how many failing events were kept. The estimated t_slow (when not given) is
-treated as known. Closure: tests/test_uncertainty.py checks that ±σ covers ≈ 68 % of the
-spread of the speedup over repeated runs.
+treated as known. Closure: tests/test_uncertainty.py and tests/test_estimators.py check σ
+against the spread of the speedup over repeated runs (±σ covers 64–66 %: docs/statistics.md).
+
+The learner's compute (`LearnerCompute`) is a fixed, measured extra cost L: the speedup with it
+is S·C/(C + L) (`with_extra_cost`), and only the cost terms of σ change, by r = C/(C + L)
+(`SpeedupVarianceTerms.rel_error`).
 
 The mean seconds per generated event of a run that keeps with probability p is
 `cost_per_event` = t_fast + t_nn + t_slow·E[p] (t2 at p = 0, t1 at p = 1); without the filter
@@ -26,6 +30,7 @@ here, the policy fits (sampling.py) and the speedup loss (model/losses.py) use t
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import numpy as np
@@ -84,6 +89,44 @@ def speedup_measured(
     return t3 * ne / eff_hat(sum_w, n_generated) / total_cost_s
 
 
+@dataclass(frozen=True)
+class LearnerCompute:
+    """What the learner spent (docs/statistics.md, "Honest cost accounting"): process CPU
+    seconds of its training steps and of the re-scoring at each publish (policy refit on the
+    probe reservoir, validation AUC and expected speedup), and on a GPU the wall seconds of
+    those same steps between two device synchronisations (an upper bound of the GPU's busy
+    time). `counted_s` is what `speedups_with_learner` adds to the run's cost: the CPU seconds;
+    GPU seconds are reported beside it, not converted into CPU seconds."""
+
+    train_cpu_s: float = 0.0
+    rescore_cpu_s: float = 0.0
+    gpu_s: float = 0.0
+
+    @property
+    def cpu_s(self) -> float:
+        return self.train_cpu_s + self.rescore_cpu_s
+
+    @property
+    def counted_s(self) -> float:
+        return self.cpu_s
+
+    def plus(self, other: LearnerCompute) -> LearnerCompute:
+        """Sum of two segments' compute (a resumed run goes on from the earlier one's)."""
+        return LearnerCompute(
+            self.train_cpu_s + other.train_cpu_s,
+            self.rescore_cpu_s + other.rescore_cpu_s,
+            self.gpu_s + other.gpu_s,
+        )
+
+    def to_dict(self) -> dict[str, float]:
+        return {**asdict(self), "cpu_s": self.cpu_s, "counted_s": self.counted_s}
+
+
+class SpeedupEstimate(NamedTuple):
+    value: float
+    error: float  # one standard deviation (NaN where unknown)
+
+
 class SpeedupMoments(NamedTuple):
     """The sums `speedup_rel_error` needs, for one skim (kept passing events: w; all: c)."""
 
@@ -98,29 +141,66 @@ class SpeedupMoments(NamedTuple):
     n_generated: int
 
 
-def speedup_rel_error(m: SpeedupMoments) -> float:
-    """Relative standard error σ_S/S of `speedup_measured` (delta method, module docstring).
+class SpeedupVarianceTerms(NamedTuple):
+    """(σ_S/S)² split by what it depends on, so that it can be re-evaluated with a fixed extra
+    cost L added to the run's (e.g. the learner's compute, `with_extra_cost`)."""
 
-    NaN when it cannot be estimated (no passing event, or the higher sums are unknown).
+    weights: float  # V_AA/A² + V_BB/B² − 2V_AB/(AB)
+    cross: float  # −2V_AC/(AC) + 2V_BC/(BC)
+    cost: float  # V_CC/C²
+
+    def rel_error(self, total_cost_s: float, extra_cost_s: float = 0.0) -> float:
+        """σ_S/S of the speedup whose cost is C + L (L fixed, known): the cost terms scale with
+        r = C/(C + L), so (σ/S)² = weights + cross·r + cost·r²; NaN where unknown."""
+        if not total_cost_s + extra_cost_s > 0:
+            return math.nan
+        r = total_cost_s / (total_cost_s + extra_cost_s)
+        rel2 = self.weights + self.cross * r + self.cost * r * r
+        return math.sqrt(max(rel2, 0.0)) if math.isfinite(rel2) else math.nan
+
+
+UNKNOWN_VARIANCE = SpeedupVarianceTerms(math.nan, math.nan, math.nan)
+
+
+def speedup_variance_terms(m: SpeedupMoments) -> SpeedupVarianceTerms:
+    """The parts of (σ_S/S)² of `speedup_measured` (delta method, module docstring).
+
+    NaN when they cannot be estimated (no passing event, or the higher sums are unknown).
     """
     a, b, c, n = m.sum_w, m.sum_w2, m.total_cost, float(m.n_generated)
     if a <= 0 or b <= 0 or c <= 0 or n <= 0:
-        return math.nan
+        return UNKNOWN_VARIANCE
     v_aa = m.sum_w2 - a * a / n
     v_bb = m.sum_w4 - b * b / n
     v_cc = m.sum_c2 - c * c / n
     v_ab = m.sum_w3 - a * b / n
     v_ac = m.sum_w_c - a * c / n
     v_bc = m.sum_w2_c - b * c / n
-    rel2 = (
-        v_aa / a**2
-        + v_bb / b**2
-        + v_cc / c**2
-        - 2.0 * v_ab / (a * b)
-        - 2.0 * v_ac / (a * c)
-        + 2.0 * v_bc / (b * c)
+    return SpeedupVarianceTerms(
+        weights=v_aa / a**2 + v_bb / b**2 - 2.0 * v_ab / (a * b),
+        cross=-2.0 * v_ac / (a * c) + 2.0 * v_bc / (b * c),
+        cost=v_cc / c**2,
     )
-    return math.sqrt(max(rel2, 0.0)) if math.isfinite(rel2) else math.nan
+
+
+def speedup_rel_error(m: SpeedupMoments, extra_cost_s: float = 0.0) -> float:
+    """Relative standard error σ_S/S of `speedup_measured` (delta method, module docstring),
+    with `extra_cost_s` (a fixed, known cost such as the learner's) added to the run's cost.
+
+    NaN when it cannot be estimated (no passing event, or the higher sums are unknown).
+    """
+    return speedup_variance_terms(m).rel_error(m.total_cost, extra_cost_s)
+
+
+def with_extra_cost(
+    speedup: float, terms: SpeedupVarianceTerms, total_cost_s: float, extra_cost_s: float
+) -> SpeedupEstimate:
+    """The measured speedup (and its σ) had the run also spent `extra_cost_s` seconds: the
+    numerator (cost of an unfiltered run with the same N_eff) is unchanged, the cost is C + L."""
+    if not total_cost_s > 0 or extra_cost_s < 0:
+        return SpeedupEstimate(math.nan, math.nan)
+    value = speedup * total_cost_s / (total_cost_s + extra_cost_s)
+    return SpeedupEstimate(value, value * terms.rel_error(total_cost_s, extra_cost_s))
 
 
 def speedup_closed_form(
@@ -133,14 +213,21 @@ def speedup_closed_form(
     t_fast: float,
     t_nn: float,
     t_slow: float,
+    t_slow_kept: float | None = None,
 ) -> float:
     """giesegh2025: (t3/E[ω]) / ((εf_TP + (1−ε)f_FP)·t1 + (εf_FN + (1−ε)f_TN)·t2).
 
     f_TP = E[p | pass] (fraction of passing events kept), f_FN = 1 − f_TP, f_FP = E[p | fail],
     f_TN = 1 − f_FP, E[ω] = E[1/p | pass] over all passing events (so that
     E[Σ_{kept,pass} w²] = N·ε·E[ω]; see `confusion_fractions`).
+
+    The reference prices every event's slow stage alike. Where it varies per event, t3 takes
+    the mean over all events (`t_slow`: what an unfiltered run pays) and t1 the mean over the
+    kept ones (`t_slow_kept`, default `t_slow`: Σ_kept cost_slow / n_kept in a run, or
+    E[p·cost_slow]/E[p] in expectation); then it is the measured speedup's own definition.
     """
-    t1 = cost_per_event(t_fast, t_nn, t_slow, 1.0)  # kept: all three stages
+    slow_kept = t_slow if t_slow_kept is None else t_slow_kept
+    t1 = cost_per_event(t_fast, t_nn, slow_kept, 1.0)  # kept: all three stages
     t2 = cost_per_event(t_fast, t_nn, t_slow, 0.0)  # discarded: no slow stage
     t3 = unfiltered_cost_per_event(t_fast, t_slow)
     denominator = (eps * f_TP + (1 - eps) * f_FP) * t1 + (eps * f_FN + (1 - eps) * f_TN) * t2
@@ -185,11 +272,6 @@ def expected_speedup(
     eps = float(qa.mean())
     objective = cost_per_event(t_fast, t_nn, t_slow, float(pa.mean())) * float(np.mean(qa / pa))
     return unfiltered_cost_per_event(t_fast, t_slow) * eps / objective if objective > 0 else 0.0
-
-
-class SpeedupEstimate(NamedTuple):
-    value: float
-    error: float  # one standard deviation (NaN where unknown)
 
 
 def expected_speedup_weighted(

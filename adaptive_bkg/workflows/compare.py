@@ -72,6 +72,10 @@ class RunRow:
     oracle_speedup: float
     max_weight: float
     time_to_speedup_s: float
+    # With the learner's CPU seconds added to the cost (docs/statistics.md); NaN for a run
+    # directory written before the learner's compute was accounted.
+    speedup_with_learner: float = math.nan
+    speedup_with_learner_err: float = math.nan
 
 
 def run_rows(run_dir: Path) -> list[RunRow]:
@@ -95,6 +99,7 @@ def run_rows(run_dir: Path) -> list[RunRow]:
             w = table.column("weight").to_numpy()[kept]
             err = s.speedup * speedup_relative_error(w, summary.n_generated)
         speedups = [m.skims[skim].speedup if skim in m.skims else math.nan for m in metrics]
+        with_learner = extra.get("speedup_with_learner", {}).get(skim, (math.nan, math.nan))
         rows.append(
             RunRow(
                 run=run_dir.name,
@@ -110,6 +115,8 @@ def run_rows(run_dir: Path) -> list[RunRow]:
                 oracle_speedup=s.oracle_speedup,
                 max_weight=s.max_weight,
                 time_to_speedup_s=time_to_speedup(compute, speedups),
+                speedup_with_learner=float(with_learner[0]),
+                speedup_with_learner_err=float(with_learner[1]),
             )
         )
     return rows
@@ -142,7 +149,7 @@ def compare_runs(run_dirs: Sequence[Path]) -> Comparison:
 
 COLUMNS = (
     "run", "policy", "learning", "events", "compute [h]", "N_eff", "speedup",
-    "of oracle", "max weight", "time to 90 % [h]",
+    "incl. learner", "of oracle", "max weight", "time to 90 % [h]",
 )  # fmt: skip
 
 
@@ -157,6 +164,9 @@ def table_cells(row: RunRow) -> tuple[str, ...]:
         f"{row.compute_s / 3600:.3g}",
         f"{row.n_eff:,.1f}",
         f"{row.speedup:.2f} ± {row.speedup_err:.2f}",
+        "n/a"
+        if math.isnan(row.speedup_with_learner)
+        else f"{row.speedup_with_learner:.2f} ± {row.speedup_with_learner_err:.2f}",
         f"{100 * row.fraction_of_oracle:.0f} % of {row.oracle_speedup:.1f}",
         f"{row.max_weight:.1f}",
         tts,
