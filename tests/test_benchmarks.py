@@ -167,3 +167,25 @@ def test_pipeline_benchmark_quick(tmp_path: Path) -> None:
     # No filter keeps everything with w = 1: its speedup is t3/(t3 + t_nn) exactly, no spread.
     assert no_filter[0]["speedup"] == pytest.approx(101 / 102, rel=0.02)
     assert "| dstar-d0pi | adaptive |" in result["compare"]["markdown"]
+
+
+def test_closure_suite_benchmark_quick(tmp_path: Path) -> None:
+    """`benchmarks/closure_suite.py --quick`: 3 adaptive replays and 1 hard-cut replay of the
+    shipped file, the suite on both, the JSON with the keys docs/validation.md reports."""
+    out = tmp_path / "closure.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "closure_suite.py"), "--quick",
+         "--out", str(out), "--workdir", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=1200, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for block in (result, result["hard_cut"]):
+        for key in ("n_observables", "n_seeds", "pull_mean", "pull_width", "ks_pvalue"):
+            assert key in block
+    assert result["n_seeds"] == 3
+    assert result["n_observables"] >= 20
+    assert result["passed"], result["reason"]
+    assert not result["hard_cut"]["passed"]
+    assert result["hard_cut"]["n_p_zero"] > 0
+    assert result["hard_cut"]["pull_mean"] < -1

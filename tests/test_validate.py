@@ -172,8 +172,8 @@ def test_an_unbiased_policy_passes(replays: dict[str, list[Path]]) -> None:
     p = v.pulls
     assert p.n_pulls > 3 * 20 * 4
     assert p.error_from_runs
-    # Seeds 1-3 measured: mean +0.25 ± 0.12, width 0.96 ± 0.03 (mean: the three runs' shared
-    # fluctuations, within 3σ); stated tolerances: |mean| < 3σ, width 1 ± 0.1.
+    # Seeds 1-3 measured: mean +0.18 ± 0.22 (the three runs share their events' fluctuations:
+    # between-run error), width 0.97 ± 0.03, KS p 0.035; tolerances: |mean| < 3σ, width 1 ± 0.1.
     assert abs(p.mean.value) < 3 * p.mean.error
     assert abs(p.width.value - 1) < 0.1
     assert v.uniformity.ks_pvalue > 0.01
