@@ -29,13 +29,13 @@ def plot_pulls(v: Validation, ax: Any, other: Validation | None = None) -> None:
         p = res.pulls
         ax.hist(np.clip(z, -PULL_RANGE + 1e-9, PULL_RANGE - 1e-9), edges, density=True,
                 histtype="step", lw=2, color=f"C{k}",
-                label=f"{_label(res)}: mean {p.mean.value:+.3f} ± {p.mean.error:.3f}, "
+                label=f"{_label(res)}:\nmean {p.mean.value:+.3f} ± {p.mean.error:.3f}, "
                       f"width {p.width.value:.3f} ± {p.width.error:.3f}")  # fmt: skip
     x = np.linspace(-PULL_RANGE, PULL_RANGE, 200)
     ax.plot(x, np.exp(-0.5 * x**2) / np.sqrt(2 * np.pi), color="black", ls="--", label="N(0, 1)")
     ax.set_xlabel("pull of a merged bin (over/underflow in the end bins)")
     ax.set_ylabel("density")
-    ax.set_ylim(0, ax.get_ylim()[1] * 1.6)  # room for the legend
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.8)  # room for the legend
     ax.legend(fontsize="x-small", loc="upper right")
     experiment_label(ax)
 
@@ -77,7 +77,7 @@ def write_validation_plots(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     with hep_style():
-        fig, ax = plt.subplots(figsize=(9, 7))
+        fig, ax = plt.subplots(figsize=(10, 7))
         plot_pulls(v, ax, other)
         written.append(save_figure(fig, out / f"{prefix}pulls.png"))
         fig, ax = plt.subplots(figsize=(9, 7))
