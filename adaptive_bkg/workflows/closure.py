@@ -196,8 +196,11 @@ def plot_closure(closure: Closure) -> Any:
             top.set_ylabel("events / bin")
             top.tick_params(labelbottom=False)
             chi2, ndf = h.chi2
-            top.legend(fontsize="x-small", title=f"χ²/ndf = {chi2:.1f}/{ndf}")
-            experiment_label(top)
+            # A fixed legend place and one experiment label: "best" placement and mplhep's
+            # label each redraw the whole canvas, which made a 29-panel figure take minutes.
+            top.legend(fontsize="x-small", title=f"χ²/ndf = {chi2:.1f}/{ndf}", loc="upper right")
+            if i == 0:
+                experiment_label(top)
             centres = 0.5 * (h.observable.edges[1:] + h.observable.edges[:-1])
             bottom.axhline(0.0, color="grey", lw=1)
             bottom.plot(centres, h.pulls, "o", color="C1", ms=4)
