@@ -306,3 +306,25 @@ def test_run_all_reports_a_failing_benchmark_and_runs_the_rest(tmp_path: Path) -
     assert (row["status"], row["reason"]) == ("skipped", "needs a.parquet in --data")
     with pytest.raises(SystemExit, match="unknown benchmark nope"):
         run_all.select("nope", None)
+
+
+def test_closure_suite_benchmark_quick(tmp_path: Path) -> None:
+    """`benchmarks/closure_suite.py --quick`: 3 adaptive replays and 1 hard-cut replay of the
+    shipped file, the suite on both, the JSON with the keys docs/validation.md reports."""
+    out = tmp_path / "closure.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "closure_suite.py"), "--quick",
+         "--out", str(out), "--workdir", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=1200, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for block in (result, result["hard_cut"]):
+        for key in ("n_observables", "n_seeds", "pull_mean", "pull_width", "ks_pvalue"):
+            assert key in block
+    assert result["n_seeds"] == 3
+    assert result["n_observables"] >= 20
+    assert result["passed"], result["reason"]
+    assert not result["hard_cut"]["passed"]
+    assert result["hard_cut"]["n_p_zero"] > 0
+    assert result["hard_cut"]["pull_mean"] < -1

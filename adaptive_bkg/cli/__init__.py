@@ -4,7 +4,7 @@ Each command parses options, calls one library function that returns a typed res
 renders it (render.py). A `UserError` anywhere becomes one red line on stderr and exit status
 2 (common.user_errors). Commands by what users do: production.py (run, replay, demo, check),
 data.py (generate, info, label, skims, calibrate), model.py (pretrain, finetune,
-export-onnx), analysis.py (plot, compare, sweep, bayes-limit).
+export-onnx), analysis.py (plot, compare, sweep, validate, bayes-limit).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ for _name, _command in (
     ("plot", analysis.plot),
     ("compare", analysis.compare),
     ("sweep", analysis.sweep),
+    ("validate", analysis.validate),
     ("bayes-limit", analysis.bayes_limit),
 ):
     app.command(_name)(_command)

@@ -1,5 +1,5 @@
-"""Looking at runs: `plot`, `compare`, `sweep` and `bayes-limit` (library code in
-workflows/: plots, closure, compare, sweep, bayes_limit)."""
+"""Looking at runs: `plot`, `compare`, `sweep`, `validate` and `bayes-limit` (library code in
+workflows/: plots, closure, compare, sweep, validate, bayes_limit)."""
 
 from __future__ import annotations
 
@@ -170,3 +170,43 @@ def bayes_limit(
     if out is not None:
         out.write_text(result.to_json())
         console.print(f"wrote {out}", highlight=False, soft_wrap=True)
+
+
+@user_errors
+def validate(
+    run_dirs: Annotated[
+        list[Path], typer.Argument(help="Replays of DATA (several: one per keep-draw seed).")
+    ],
+    data: Annotated[Path, typer.Option("--data", help="Labelled file the runs replayed.")],
+    skim: Annotated[
+        str | None, typer.Option("--skim", help="Only this skim (default: every skim of the runs).")
+    ] = None,
+    min_count: Annotated[
+        float, typer.Option("--min-count", help="Merge bins until as Gaussian as Poisson(this).")
+    ] = 10.0,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write JSON here.")] = None,
+    plots: Annotated[
+        Path | None, typer.Option("--plots", help="Folder for the pull and p-value plots.")
+    ] = None,
+) -> None:
+    """Closure suite: weighted kept vs all passing events in ≥ 20 observables; exit 1 if biased."""
+    # scipy and the emulator: imported when the command runs, not at CLI start-up.
+    from adaptive_bkg.workflows.validate import ClosureCriteria, result_lines, validate_runs
+
+    if out is not None and out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name such as closure.json")
+    criteria = ClosureCriteria(min_count=min_count)
+    bar, update = progress_bar("runs", len(run_dirs))
+    with bar:
+        result = validate_runs(run_dirs, data, None if skim is None else [skim], criteria, update)
+    print_lines(result_lines(result))
+    if out is not None:
+        out.write_text(result.to_json())
+        console.print(f"wrote {out}", highlight=False, soft_wrap=True)
+    if plots is not None:
+        from adaptive_bkg.workflows.validate_plots import write_validation_plots  # matplotlib
+
+        for path in write_validation_plots(result, plots):
+            console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+    if not result.passed:
+        raise typer.Exit(1)

@@ -12,8 +12,9 @@ variance of their difference: each passing event contributes w·[kept] − 1 wit
 known exactly. (Its unbiased estimate from kept events alone, Σ_kept (w² − w), is ~0 in a bin
 whose few low-p events were all dropped, which gave pulls of −8 in sparse tails.)
 
-Observables (≥ 8), from the emulator's reconstruction of each event (the run's backend
-settings; deterministic per seed and event id) plus the generator-level multiplicity.
+Observables (workflows/observables.py): generator level and the emulator's reconstruction of
+each event (the run's backend settings; deterministic per seed and event id). The statistical
+suite over many runs (merged sparse bins, χ² p-values, pull summaries) is workflows/validate.py.
 """
 
 from __future__ import annotations
@@ -26,69 +27,18 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from adaptive_bkg.backends.emulator import EmulatorBackend
-from adaptive_bkg.backends.emulator.context import M_D0, SkimContext
 from adaptive_bkg.config import Config, load_config
 from adaptive_bkg.errors import UserError
-from adaptive_bkg.formats.labelled import labelled_skims, read_labelled
-from adaptive_bkg.physics.beams import Beams
+from adaptive_bkg.formats.labelled import LabelledEvents, labelled_skims, read_labelled
 from adaptive_bkg.stages.recorder import existing_run_dir, read_records, records_skims
-
-F64 = NDArray[np.float64]
-
-
-@dataclass(frozen=True)
-class Observable:
-    name: str
-    label: str  # axis label with unit
-    edges: F64
-
-
-OBSERVABLES: tuple[Observable, ...] = (
-    Observable("n_particles", "generator-level particles per event", np.arange(0.5, 80.5, 4.0)),
-    Observable("n_tracks", "good tracks", np.arange(-0.5, 16.5, 1.0)),
-    Observable("n_photons", "photons ($E > 0.1$ GeV)", np.arange(-0.5, 20.5, 1.0)),
-    Observable("e_vis", r"$E_\mathrm{vis}^*$ [GeV]", np.linspace(0.0, 12.0, 25)),
-    Observable("p_miss", r"$p_\mathrm{miss}^*$ [GeV]", np.linspace(0.0, 6.0, 25)),
-    Observable("e_ecl", r"$E_\mathrm{ECL}$ [GeV]", np.linspace(0.0, 12.0, 25)),
-    Observable("max_pt", r"leading track $p_T$ [GeV]", np.linspace(0.0, 5.0, 26)),
-    Observable("thrust", "thrust", np.linspace(0.5, 1.0, 26)),
-    Observable("r2", "$R_2$", np.linspace(0.0, 1.0, 26)),
-    Observable(
-        "lepton_pstar", r"leading lepton $p^*$ [GeV] (events with one)", np.linspace(0.0, 5.5, 23)
-    ),
-    Observable("d_mass", r"best $D$ candidate mass [GeV]", np.linspace(1.76, 1.96, 21)),
+from adaptive_bkg.workflows.observables import (
+    OBSERVABLES,
+    Observable,
+    histogram_values,
+    observables,
 )
 
-
-def observables(events: Any, cfg: Config) -> dict[str, F64]:
-    """Per-event values of `OBSERVABLES` (NaN where an event has none, e.g. no lepton), with the
-    run's detector settings and beams."""
-    # skims unused: reconstruction only
-    backend = EmulatorBackend(cfg.backend, ["tau-generic"], Beams.of(cfg.generator))
-    ctx = SkimContext(backend.reconstruct(events), backend.beams)
-    v = ctx.variables
-    values: dict[str, F64] = {
-        "n_particles": events.n_particles.astype(np.float64),
-        "n_tracks": v.n_tracks.astype(np.float64),
-        "n_photons": v.n_photons.astype(np.float64),
-        "e_vis": v.e_vis,
-        "p_miss": v.p_miss,
-        "e_ecl": v.e_ecl,
-        "max_pt": v.max_pt,
-        "thrust": v.thrust,
-        "r2": v.r2,
-        "lepton_pstar": np.where(v.lepton_pstar > 0, v.lepton_pstar, np.nan),
-    }
-    d = ctx.d_mesons
-    mass = np.sqrt(np.maximum(d.energy**2 - d.px**2 - d.py**2 - d.pz**2, 0.0))
-    order = np.lexsort((np.abs(mass - M_D0), d.event))  # per event, closest to m(D0) first
-    event = d.event[order]
-    first = np.r_[True, event[1:] != event[:-1]] if len(event) else np.zeros(0, np.bool_)
-    best = np.full(len(events), np.nan)
-    best[event[first]] = mass[order][first]
-    values["d_mass"] = best
-    return values
+F64 = NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -126,26 +76,32 @@ class Closure:
         return (self.sum_w_pass - self.n_pass_all) / max(self.sum_w_pass_err, 1e-300)
 
 
-def closure_histograms(
-    run_dir: Path,
-    data: Path,
-    skim: str | None = None,
-    compute: Callable[[Any, Config], dict[str, F64]] = observables,
-) -> Closure:
-    """Histograms of the skim-passing events of `data` that the run generated: all vs kept."""
-
-    run_dir = existing_run_dir(run_dir)
-    data = Path(data)
+def check_labelled(data: Path, skim: str) -> None:
+    """`data` exists and has labels for `skim` (else a `UserError` naming the fix)."""
     if not data.exists():
         raise UserError(f"closure data {data} not found; give the labelled file the run replayed")
-    skim = skim or records_skims(run_dir / "records")[0]
     available = labelled_skims(data)
     if skim not in available:
         raise UserError(
             f"{data} has no labels for skim {skim} (it has: {', '.join(available) or 'none'}); "
             "give the labelled file the run replayed"
         )
-    labelled = read_labelled(data, [skim])
+
+
+@dataclass(frozen=True)
+class RunDraws:
+    """What one run recorded for the events of a labelled file that pass `skim`."""
+
+    skim: str
+    rows: NDArray[np.int64]  # row in the labelled file of each passing recorded event
+    kept: NDArray[np.bool_]
+    weight: F64
+    p: F64
+    config: Config
+
+
+def run_draws(run_dir: Path, labelled: LabelledEvents, data: Path, skim: str) -> RunDraws:
+    """Match a run's records to `labelled` (read from `data`) and keep the passing events."""
     table = read_records(run_dir, columns=["event_id", "kept", "weight", "p"])
     ids = table.column("event_id").to_numpy()
     order = np.argsort(labelled.batch.event_id)
@@ -160,25 +116,40 @@ def closure_histograms(
             f"{len(ids)} missing): give the labelled file the run replayed"
         )
     rows = order[position]  # row in `labelled` of each recorded event
-    passed = labelled.labels[rows, 0]
-    kept = table.column("kept").to_numpy()
-    w = table.column("weight").to_numpy()
-    cfg = load_config(run_dir / "config.yaml")
-    events = labelled.batch.take(rows[passed])
-    values = compute(events, cfg)
-    kept_pass, w_pass = kept[passed], w[passed]
-    p = table.column("p").to_numpy()[passed]
+    passed = labelled.labels[rows, labelled.skims.index(skim)]
+    return RunDraws(
+        skim,
+        rows[passed],
+        table.column("kept").to_numpy()[passed],
+        table.column("weight").to_numpy()[passed],
+        table.column("p").to_numpy()[passed],
+        load_config(run_dir / "config.yaml"),
+    )
+
+
+def closure_histograms(
+    run_dir: Path,
+    data: Path,
+    skim: str | None = None,
+    compute: Callable[[Any, Config], dict[str, F64]] = observables,
+) -> Closure:
+    """Histograms of the skim-passing events of `data` that the run generated: all vs kept."""
+
+    run_dir = existing_run_dir(run_dir)
+    data = Path(data)
+    skim = skim or records_skims(run_dir / "records")[0]
+    check_labelled(data, skim)
+    labelled = read_labelled(data, [skim])
+    draws = run_draws(run_dir, labelled, data, skim)
+    values = compute(labelled.batch.take(draws.rows), draws.config)
+    kept_pass, w_pass, p = draws.kept, draws.weight, draws.p
     # p = 0 (hard-cut only) is not importance sampling: those events can never be made up, and
     # leaving them out of the variance lets the pulls show that bias.
     var_pass = np.divide(1.0 - p, p, out=np.zeros_like(p), where=p > 0)
     histograms = []
     for obs in OBSERVABLES:
-        x = values[obs.name]
-        inside = np.isfinite(x)
-        # Clip into the range so that nothing is lost in an overflow the eye cannot see.
-        x = np.clip(x, obs.edges[0], np.nextafter(obs.edges[-1], -np.inf))
-        sel_all = inside
-        sel_kept = inside & kept_pass
+        sel_all, x = histogram_values(values[obs.name], obs)
+        sel_kept = sel_all & kept_pass
         hist = np.histogram
         histograms.append(
             ClosureHistogram(
@@ -191,7 +162,7 @@ def closure_histograms(
         )
     return Closure(
         skim,
-        int(passed.sum()),
+        len(draws.rows),
         int(kept_pass.sum()),
         float(w_pass[kept_pass].sum()),
         float(np.sqrt(var_pass.sum())),
@@ -207,7 +178,7 @@ def plot_closure(closure: Closure) -> Any:
     from adaptive_bkg.pipeline.plots import experiment_label, hep_style
 
     n = len(closure.histograms)
-    cols = 4
+    cols = 6
     rows = -(-n // cols)
     with hep_style():
         fig = plt.figure(figsize=(7 * cols, 7 * rows))
@@ -225,8 +196,11 @@ def plot_closure(closure: Closure) -> Any:
             top.set_ylabel("events / bin")
             top.tick_params(labelbottom=False)
             chi2, ndf = h.chi2
-            top.legend(fontsize="x-small", title=f"χ²/ndf = {chi2:.1f}/{ndf}")
-            experiment_label(top)
+            # A fixed legend place and one experiment label: "best" placement and mplhep's
+            # label each redraw the whole canvas, which made a 29-panel figure take minutes.
+            top.legend(fontsize="x-small", title=f"χ²/ndf = {chi2:.1f}/{ndf}", loc="upper right")
+            if i == 0:
+                experiment_label(top)
             centres = 0.5 * (h.observable.edges[1:] + h.observable.edges[:-1])
             bottom.axhline(0.0, color="grey", lw=1)
             bottom.plot(centres, h.pulls, "o", color="C1", ms=4)
