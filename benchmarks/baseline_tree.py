@@ -43,6 +43,7 @@ from adaptive_bkg.config import GeneratorConfig, load_config
 from adaptive_bkg.formats.events import EventBatch
 from adaptive_bkg.generators.truth import final_state_mask, pdg_charge
 from adaptive_bkg.physics.beams import Beams
+from adaptive_bkg.physics.geometry import BELLE2_ACCEPTANCE
 from adaptive_bkg.physics.pdg import NEUTRINOS, PDG
 from adaptive_bkg.physics.shapes import (
     aplanarity,
@@ -57,8 +58,9 @@ from adaptive_bkg.stats.limit_estimate import scored_speedup
 from adaptive_bkg.stats.metrics import weighted_auc
 
 F64 = NDArray[np.float64]
-CDC_THETA = (math.radians(17.0), math.radians(150.0))
-ECL_THETA = (math.radians(12.4), math.radians(155.1))
+# The detector's one acceptance definition (physics/geometry.py); the ECL as its envelope.
+CDC_THETA = tuple(math.radians(t) for t in BELLE2_ACCEPTANCE.cdc_theta_deg)
+ECL_THETA = tuple(math.radians(t) for t in BELLE2_ACCEPTANCE.ecl_envelope_deg)
 TREE_PARTICLES: dict[str, int] = {
     "ks": PDG.K_S0,
     "pi0": PDG.PI0,
