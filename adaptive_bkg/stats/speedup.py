@@ -7,7 +7,7 @@ Definitions (DESIGN §2, docs/statistics.md). For skim s, over kept events that 
 The speedup's numerator is the cost of an unfiltered run reaching the same N_eff: it needs
 N_eff/ε generated events, each costing t3.
 
-Uncertainty of the measured speedup (delta method, `speedup_rel_error`): per generated event
+Uncertainty of the measured speedup (delta method, `speedup_variance_terms`): per generated event
 a = w·[kept, pass], b = w²·[kept, pass] and its cost c = c_fast + c_nn + [kept]·c_slow are
 i.i.d.; with A = Σa, B = Σb, C = Σc the speedup is ∝ A/(B·C), so
   (σ_S/S)² = V_AA/A² + V_BB/B² + V_CC/C² − 2V_AB/(AB) − 2V_AC/(AC) + 2V_BC/(BC),
@@ -128,7 +128,7 @@ class SpeedupEstimate(NamedTuple):
 
 
 class SpeedupMoments(NamedTuple):
-    """The sums `speedup_rel_error` needs, for one skim (kept passing events: w; all: c)."""
+    """The sums `speedup_variance_terms` needs, for one skim (kept passing events: w; all: c)."""
 
     sum_w: float  # A
     sum_w2: float  # B = Σw², also Σa²
@@ -181,15 +181,6 @@ def speedup_variance_terms(m: SpeedupMoments) -> SpeedupVarianceTerms:
         cross=-2.0 * v_ac / (a * c) + 2.0 * v_bc / (b * c),
         cost=v_cc / c**2,
     )
-
-
-def speedup_rel_error(m: SpeedupMoments, extra_cost_s: float = 0.0) -> float:
-    """Relative standard error σ_S/S of `speedup_measured` (delta method, module docstring),
-    with `extra_cost_s` (a fixed, known cost such as the learner's) added to the run's cost.
-
-    NaN when it cannot be estimated (no passing event, or the higher sums are unknown).
-    """
-    return speedup_variance_terms(m).rel_error(m.total_cost, extra_cost_s)
 
 
 def with_extra_cost(

@@ -156,7 +156,7 @@ def reconstructed_observables(ctx: SkimContext) -> dict[str, F64]:
     n = ctx.n
     v = ctx.variables
     trk, gam = ctx.all_pions, ctx.photons
-    _, i_track = _leading(trk.event, trk.p, n)
+    p_track, i_track = _leading(trk.event, trk.p, n)
     d = ctx.d_mesons
     b: Candidates = combine(d, ctx.pions, mass_range=(4.9, 5.6))  # B -> D pi
     mbc, de = ctx.mbc_de(b)
@@ -170,7 +170,7 @@ def reconstructed_observables(ctx: SkimContext) -> dict[str, F64]:
         "p_miss": v.p_miss,
         "e_ecl": v.e_ecl,
         "max_pt": v.max_pt,
-        "p_track": _leading(trk.event, trk.p, n)[0],
+        "p_track": p_track,
         "cos_track": _cos(trk.pz, trk.p, i_track),
         "e_photon": _leading(gam.event, gam.energy, n)[0],
         "thrust": v.thrust,
